@@ -1,0 +1,1 @@
+"""INT8 calibration and TensorRT engine building, on the device (issue 5)."""

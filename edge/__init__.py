@@ -1,0 +1,1 @@
+"""Runs on the device: capture, face path, gallery, decisions, outputs."""

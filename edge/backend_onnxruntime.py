@@ -1,0 +1,52 @@
+"""ONNX Runtime backend: CPU everywhere, the CUDA provider when the install has it."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+from .backend import Backend
+from .errors import ModelError
+from .manifest import Manifest
+
+
+def _providers() -> List[str]:
+    available = ort.get_available_providers()
+    preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in preferred if p in available] or available
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an ONNX model with ONNX Runtime; checks the file against its manifest first."""
+
+    def __init__(self, manifest: Manifest):
+        super().__init__(manifest)
+        manifest.verify()
+        options = ort.SessionOptions()
+        threads = os.environ.get("JETKIOSK_ORT_THREADS")
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(
+                str(manifest.model_path), sess_options=options, providers=_providers()
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf types
+            raise ModelError(f"{manifest.model_path}: ONNX Runtime cannot load it ({exc})") from exc
+        names = {i.name for i in self.session.get_inputs()}
+        expected = {spec.name for spec in manifest.inputs}
+        if names != expected:
+            raise ModelError(
+                f"{manifest.model_path}: inputs {sorted(names)} differ from manifest {sorted(expected)}"
+            )
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def providers(self) -> List[str]:
+        return self.session.get_providers()
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        results = self.session.run(self._outputs, dict(feeds))
+        return dict(zip(self._outputs, results))

@@ -1,0 +1,25 @@
+"""Errors a user can act on; each message says what was wrong and where."""
+
+
+class JetkioskError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero."""
+
+
+class ConfigError(JetkioskError):
+    """A configuration file or override is invalid (the message names the key path)."""
+
+
+class ModelError(JetkioskError):
+    """A model file or its manifest is missing, corrupt or inconsistent."""
+
+
+class ImageError(JetkioskError):
+    """An input image cannot be used (unreadable, wrong shape, too small)."""
+
+
+class GalleryError(JetkioskError):
+    """A gallery file is corrupt, foreign, or an operation on it is invalid."""
+
+
+class SourceError(JetkioskError):
+    """A capture source cannot be opened or has failed."""

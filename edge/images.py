@@ -1,0 +1,48 @@
+"""Reading photos into BGR uint8 arrays, with a specific error for every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ImageError
+
+MIN_SIDE = 32
+
+
+
+def to_bgr(image: np.ndarray, what: str = "image", min_side: int = MIN_SIDE) -> np.ndarray:
+    """Any decoded image (grey, BGR, BGRA; 8 or 16 bit) as BGR uint8."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageError(f"{what}: unsupported pixel type {image.dtype}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif not (image.ndim == 3 and image.shape[2] == 3):
+        raise ImageError(f"{what}: unsupported image shape {image.shape}")
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise ImageError(f"{what}: {w}x{h} is too small to hold a face (min side {min_side} px)")
+    return image
+
+
+def load_image(path: Path, min_side: int = MIN_SIDE) -> np.ndarray:
+    """Decode a photo file (JPEG, PNG, PGM, ...) into BGR uint8."""
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    if data.size == 0:
+        raise ImageError(f"{path}: file is empty")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return to_bgr(image, str(path), min_side)

@@ -1,0 +1,1 @@
+"""Workstation side: model conversion, training and ONNX export."""
