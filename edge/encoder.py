@@ -7,6 +7,7 @@ from typing import List, Sequence
 import numpy as np
 
 from .backend import Backend
+from .errors import ModelError
 
 
 class FaceEncoder:
@@ -17,7 +18,10 @@ class FaceEncoder:
         self.pre = backend.manifest.preprocess
         self.input_name = backend.manifest.inputs[0].name
         self.output_name = backend.manifest.outputs[0].name
-        self.dim = int(backend.manifest.outputs[0].shape[-1])
+        dim = backend.manifest.outputs[0].shape[-1]
+        if not isinstance(dim, int):
+            raise ModelError(f"{backend.manifest.name}: encoding size must be fixed, got {dim!r}")
+        self.dim = dim
         self.flip = flip
         self.max_batch = max_batch
         self._mean = np.asarray(self.pre["mean"], np.float32)

@@ -18,7 +18,7 @@ from jetkiosk.edge.manifest import Manifest, TensorSpec, load_manifest, manifest
 
 from . import retinaface
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 Progress = Callable[[str], None]
 
 # FaceNet alignment template (x, y in the 160x160 crop), measured by bench/alignment.py:

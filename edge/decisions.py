@@ -1,0 +1,68 @@
+"""Decisions against the gallery: 1:1 verification and 1:K identification."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .gallery import Gallery
+from .search import TemplateIndex
+
+
+@dataclass
+class Decision:
+    """Outcome for one encoding. ``name`` is None for unknown."""
+
+    name: Optional[str]
+    distance: float
+    threshold: float
+    candidate: Optional[str] = None  # nearest enrolled person, even when above threshold
+
+    @property
+    def matched(self) -> bool:
+        return self.name is not None
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"name": self.name, "match": self.matched, "distance": round(self.distance, 4),
+                "threshold": self.threshold, "nearest": self.candidate}
+
+
+class Matcher:
+    """Compares encodings with a gallery using d = ||f(a) - f(b)||^2 against thresholds."""
+
+    def __init__(self, gallery: Gallery, default_threshold: float):
+        self.gallery = gallery
+        self.names = gallery.names
+        self.index = TemplateIndex(gallery.templates())
+        base = gallery.threshold if gallery.threshold is not None else default_threshold
+        self.thresholds = np.array(
+            [gallery.people[n]["threshold"] or base for n in self.names], np.float32)
+        self.default = base
+
+    def threshold_for(self, name: str) -> float:
+        return float(self.gallery.people[name]["threshold"] or self.default)
+
+    def identify(self, encodings: np.ndarray) -> List[Decision]:
+        """1:K: the nearest enrolled person per encoding, or unknown beyond their threshold."""
+        encodings = np.atleast_2d(encodings)
+        if not len(encodings):
+            return []
+        best, dist = self.index.nearest(encodings)
+        out = []
+        for i, d in zip(best, dist):
+            if i < 0:
+                out.append(Decision(None, float("inf"), self.default))
+                continue
+            name, tau = self.names[i], float(self.thresholds[i])
+            out.append(Decision(name if d <= tau else None, float(d), tau, name))
+        return out
+
+    def verify(self, encoding: np.ndarray, name: str) -> Decision:
+        """1:1: is this encoding the claimed person?"""
+        template = self.gallery.encodings(name).mean(0)
+        template = template / np.linalg.norm(template)
+        d = float(np.sum((np.asarray(encoding, np.float32) - template) ** 2))
+        tau = self.threshold_for(name)
+        return Decision(name if d <= tau else None, d, tau, name)

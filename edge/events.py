@@ -1,0 +1,48 @@
+"""Face events: one per track decision (new, update) and one when a track ends."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from .tracker import UNKNOWN, TrackEvent
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class FaceEvent:
+    """What subscribers receive; carries no encodings and no pixels."""
+
+    event: str
+    track_id: int
+    camera: str
+    decision: str  # match | unknown
+    name: Optional[str]
+    distance: Optional[float]
+    threshold: Optional[float]
+    box: list
+    quality: Dict[str, Any]
+    model: Dict[str, str]
+    event_id: str = ""
+    timestamp: float = 0.0
+
+    @classmethod
+    def from_track(cls, te: TrackEvent, camera: str, model: Dict[str, str]) -> "FaceEvent":
+        track = te.track
+        return cls(
+            event=te.kind, track_id=track.track_id, camera=camera,
+            decision="unknown" if te.label == UNKNOWN else "match",
+            name=None if te.label == UNKNOWN else te.label,
+            distance=None if math.isnan(te.distance) else round(te.distance, 4),
+            threshold=None if math.isnan(te.threshold) else round(te.threshold, 4),
+            box=[round(float(v), 1) for v in track.box],
+            quality={"score": round(track.score, 4), "frames": track.frames},
+            model=model, event_id=uuid.uuid4().hex, timestamp=time.time(),
+        )
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"schema": SCHEMA_VERSION, **self.__dict__}
