@@ -46,7 +46,7 @@ class Matcher:
 
     def identify(self, encodings: np.ndarray) -> List[Decision]:
         """1:K: the nearest enrolled person per encoding, or unknown beyond their threshold."""
-        encodings = np.atleast_2d(encodings)
+        encodings = np.asarray(encodings, np.float32).reshape(-1, self.gallery.dim)
         if not len(encodings):
             return []
         best, dist = self.index.nearest(encodings)

@@ -1,0 +1,118 @@
+"""`jetkiosk demo`: the whole face path on a fresh machine, from public-domain photos.
+
+Builds the models, enrolls astronaut Eileen Collins (scikit-image) and Grace Hopper
+(matplotlib), generates a clip in which they and an unenrolled person (scikit-image's
+cameraman) move, change size and lighting, then runs the capture loop on it and prints
+the events as JSON lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import cv2
+import numpy as np
+
+from .config import Config
+from .errors import JetkioskError
+
+SIZE = (1280, 720)
+FPS = 25
+
+
+def sample_photos() -> Dict[str, np.ndarray]:
+    """The demo's photos as BGR arrays: two to enroll, one stranger."""
+    try:
+        import matplotlib.cbook
+        from skimage import data
+    except ImportError as exc:
+        raise JetkioskError(f"the demo needs scikit-image and matplotlib "
+                            f"(pip install 'jetkiosk[demo]'): {exc}") from exc
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        hopper = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
+    return {
+        "eileen_collins": cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR),
+        "grace_hopper": hopper,
+        "stranger": cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR),
+    }
+
+
+def _paste(canvas: np.ndarray, photo: np.ndarray, centre: Tuple[float, float], height: int,
+           gain: float = 1.0) -> None:
+    scale = height / photo.shape[0]
+    tile = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    tile = np.clip(tile.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    h, w = tile.shape[:2]
+    x0, y0 = int(centre[0] - w / 2), int(centre[1] - h / 2)
+    x1, y1 = max(x0, 0), max(y0, 0)
+    x2, y2 = min(x0 + w, canvas.shape[1]), min(y0 + h, canvas.shape[0])
+    canvas[y1:y2, x1:x2] = tile[y1 - y0:y2 - y0, x1 - x0:x2 - x0]
+
+
+def make_clip(path: Path, photos: Dict[str, np.ndarray]) -> List[str]:
+    """Write the demo clip; returns the scene list (who appears, in order)."""
+    w, h = SIZE
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+    if not writer.isOpened():
+        raise JetkioskError(f"{path}: OpenCV cannot write MP4 video here")
+    ramp = np.linspace(40, 90, w, dtype=np.float32)
+    background = np.repeat(np.repeat(ramp[None, :, None], h, 0), 3, 2).astype(np.uint8)
+    scenes = [
+        # (who, start x, end x, start height, end height, start gain, end gain)
+        ([("eileen_collins", 300, 980, 420, 420, 1.0, 1.0)], "moves left to right"),
+        ([("grace_hopper", 640, 640, 330, 470, 0.45, 1.2)], "grows as lighting goes dark->bright"),
+        ([("stranger", 330, 420, 380, 380, 1.0, 1.0),
+          ("eileen_collins", 960, 880, 380, 380, 0.8, 1.0)], "a stranger beside Eileen"),
+    ]
+    frames_per_scene, gap = 60, 15
+    for people, _ in scenes:
+        for i in range(frames_per_scene):
+            t = i / (frames_per_scene - 1)
+            canvas = background.copy()
+            for who, x0, x1, h0, h1, g0, g1 in people:
+                _paste(canvas, photos[who], (x0 + (x1 - x0) * t, h / 2),
+                       int(h0 + (h1 - h0) * t), g0 + (g1 - g0) * t)
+            writer.write(canvas)
+        for _ in range(gap):
+            writer.write(background)
+    writer.release()
+    return [desc for _, desc in scenes]
+
+
+def run_demo(workdir: Path, config: Config) -> int:
+    """Prepare, enroll, generate, run; events go to stdout as JSON lines."""
+    from jetkiosk.export.prepare import prepare
+
+    from .decisions import Matcher
+    from .faces import FaceAnalyzer
+    from .gallery import Gallery
+    from .loop import CaptureLoop
+    from .sinks import open_sink
+    from .sources import open_source
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not config.models.dir:
+        config.models.dir = str(workdir / "models")
+    if not config.gallery.path:
+        config.gallery.path = str(workdir / "gallery.npz")
+    log = lambda text: print(f"# {text}", flush=True)  # noqa: E731
+    log(f"models -> {config.models_dir}")
+    prepare(config.models_dir, progress=log)
+    analyzer = FaceAnalyzer(config)
+    photos = sample_photos()
+    gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
+    for name in ("eileen_collins", "grace_hopper"):
+        faces = [f for f in analyzer.analyze(photos[name]) if f.encoding is not None]
+        gallery.add(name, np.stack([f.encoding for f in faces[:1]]))
+        log(f"enrolled {name} from one photo")
+    gallery.save(config.gallery_path)
+    clip = workdir / "demo.mp4"
+    for n, desc in enumerate(make_clip(clip, photos), 1):
+        log(f"clip scene {n}: {desc}")
+    log(f"running the capture loop on file://{clip.resolve()}")
+    loop = CaptureLoop(config, analyzer, Matcher(gallery, config.gallery.threshold),
+                       open_sink(config.run.sink))
+    loop.run(open_source(f"file://{clip.resolve()}"))
+    log(f"{loop.frames} frames processed")
+    return 0
