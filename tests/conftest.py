@@ -1,0 +1,60 @@
+"""Shared fixtures: built models (once per session), the shared face photos, a gallery."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from jetkiosk.edge.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """../shared beside the checkout: skipped when absent, a failure in CI."""
+    if not (SHARED / "faces").is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{SHARED} is missing in CI")
+        pytest.skip(f"{SHARED} not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    from jetkiosk.export.prepare import prepare
+
+    path = tmp_path_factory.mktemp("models")
+    prepare(path, progress=lambda _: None)
+    return path
+
+
+@pytest.fixture
+def config(models_dir, tmp_path) -> Config:
+    return load_config(overrides=[f"models.dir={models_dir}",
+                                  f"gallery.path={tmp_path / 'gallery.npz'}"])
+
+
+@pytest.fixture(scope="session")
+def analyzer(models_dir):
+    from jetkiosk.edge.faces import FaceAnalyzer
+
+    return FaceAnalyzer(load_config(overrides=[f"models.dir={models_dir}"]))
+
+
+@pytest.fixture(scope="session")
+def people_gallery(analyzer, shared):
+    """The five people of ../shared/faces/people/gallery, enrolled from their photos."""
+    from jetkiosk.edge.gallery import Gallery
+    from jetkiosk.edge.images import load_image
+
+    gallery = Gallery("facenet-casia", analyzer.fingerprint, analyzer.encoder.dim)
+    for person in sorted((shared / "faces/people/gallery").iterdir()):
+        for photo in sorted(person.iterdir()):
+            faces = analyzer.analyze(load_image(photo))
+            assert len(faces) == 1 and faces[0].encoding is not None, photo
+            gallery.add(person.name, faces[0].encoding[None])
+    return gallery
