@@ -104,9 +104,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             return value.lower() in ("true", "1", "yes")
     elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif kind is str and isinstance(value, str):
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool) or kind is str and isinstance(value, str):
         return value
     elif isinstance(value, str) and kind in (int, float):
         try:

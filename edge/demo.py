@@ -96,7 +96,7 @@ def run_demo(workdir: Path, config: Config) -> int:
         config.models.dir = str(workdir / "models")
     if not config.gallery.path:
         config.gallery.path = str(workdir / "gallery.npz")
-    log = lambda text: print(f"# {text}", flush=True)  # noqa: E731
+    log = lambda text: print(f"# {text}", flush=True)
     log(f"models -> {config.models_dir}")
     prepare(config.models_dir, progress=log)
     analyzer = FaceAnalyzer(config)

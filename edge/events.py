@@ -31,7 +31,7 @@ class FaceEvent:
     timestamp: float = 0.0
 
     @classmethod
-    def from_track(cls, te: TrackEvent, camera: str, model: Dict[str, str]) -> "FaceEvent":
+    def from_track(cls, te: TrackEvent, camera: str, model: Dict[str, str]) -> FaceEvent:
         track = te.track
         return cls(
             event=te.kind, track_id=track.track_id, camera=camera,

@@ -26,7 +26,7 @@ class QualityGate:
         size = min(det.width, det.height)
         if size < self.config.min_face:
             return f"too small ({size:.0f}px < {self.config.min_face}px)"
-        (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = det.landmarks
+        (lx, ly), (rx, ry), (_nx, ny), (_mlx, mly), (_mrx, mry) = det.landmarks
         eye_dist = math.hypot(rx - lx, ry - ly)
         if not 0.15 * det.width < eye_dist < 0.9 * det.width:
             return f"implausible landmarks (eye distance {eye_dist:.0f}px, box {det.width:.0f}px)"

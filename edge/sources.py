@@ -181,6 +181,6 @@ def _gst_elements() -> str:
         return ""
     try:
         return subprocess.run([tool, "nvv4l2decoder"], capture_output=True, text=True,
-                              timeout=10).stdout
+                              timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return ""

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from jetkiosk.edge.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

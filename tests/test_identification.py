@@ -6,7 +6,6 @@ import csv
 
 import cv2
 import numpy as np
-
 from jetkiosk.edge.config import load_config
 from jetkiosk.edge.decisions import Matcher
 from jetkiosk.edge.faces import FaceAnalyzer
@@ -25,7 +24,7 @@ def test_every_labelled_person_is_identified_and_strangers_are_unknown(
     for name, expected in labels.items():
         faces = [f for f in analyzer.analyze(load_image(probes / name)) if f.encoding is not None]
         found = [d.name for d in matcher.identify(np.array([f.encoding for f in faces]))]
-        assert set(n for n in found if n) == expected, (name, found)
+        assert {n for n in found if n} == expected, (name, found)
         assert len([n for n in found if n]) == len(expected), (name, found)  # no duplicates
         strangers += found.count(None)
     # obama_and_biden.jpg has a third, unenrolled person: found, and unknown.

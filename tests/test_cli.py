@@ -1,0 +1,64 @@
+"""The command line end to end: enroll, gallery list/rename/remove, verify, identify, embed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from jetkiosk.edge.cli import main
+from jetkiosk.edge.gallery import Gallery
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")], err
+
+
+def test_enroll_verify_identify_embed_and_manage(config, shared, capsys):
+    people = shared / "faces/people"
+    common = ["--models", str(config.models_dir), "--gallery", str(config.gallery_path), "--json"]
+    code, out, _ = run(capsys, "enroll", "--folder", str(people / "gallery"), *common)
+    assert code == 0 and sum(1 for r in out if "enrolled" in r) == 5
+    code, out, _ = run(capsys, "enroll", "obama", str(people / "probes/obama3.jpg"), *common)
+    assert out[-1] == {"name": "obama", "enrolled": 1, "photos": 3}
+
+    code, out, _ = run(capsys, "verify", str(people / "probes/obama1.jpg"), "--as", "obama",
+                       *common)
+    assert code == 0 and out[0]["match"] and out[0]["distance"] < out[0]["threshold"]
+    code, out, _ = run(capsys, "verify", str(people / "probes/obama1.jpg"), "--as", "biden",
+                       *common)
+    assert code == 1 and not out[0]["match"]
+
+    code, out, _ = run(capsys, "identify", str(people / "probes/obama_and_biden.jpg"), *common)
+    assert sorted(r["name"] or "unknown" for r in out) == ["biden", "obama", "unknown"]
+    assert all(len(r["box"]) == 4 and len(r["landmarks"]) == 5 for r in out)
+
+    code, out, _ = run(capsys, "embed", str(people / "probes/two_people.jpg"), *common)
+    encodings = np.array([r["encoding"] for r in out])
+    assert encodings.shape == (2, 512)
+    assert np.allclose(np.linalg.norm(encodings, axis=1), 1.0, atol=1e-4)
+
+    assert run(capsys, "gallery", "rename", "obama", "barack", *common)[0] == 0
+    assert run(capsys, "gallery", "remove", "biden", *common)[0] == 0
+    assert run(capsys, "gallery", "threshold", "0.8", "--person", "barack", *common)[0] == 0
+    code, out, _ = run(capsys, "gallery", "list", *common)
+    assert [(r["name"], r["photos"]) for r in out] == [
+        ("alex_lacamoire", 1), ("barack", 3), ("kit_harington", 2), ("rose_leslie", 2)]
+    assert out[1]["threshold"] == 0.8 and out[0]["threshold"] == config.gallery.threshold
+
+
+def test_errors_are_one_line_with_exit_code_2(config, analyzer, shared, capsys):
+    common = ["--models", str(config.models_dir), "--gallery", str(config.gallery_path)]
+    photo = str(shared / "faces/people/probes/two_people.jpg")
+    code, _, err = run(capsys, "enroll", "obama", photo, *common)
+    assert code == 2 and "2 faces found" in err
+    code, _, err = run(capsys, "identify", photo, *common)
+    assert code == 2 and "no gallery here" in err
+    Gallery("other-encoder", "0123456789abcdef", 512).save(config.gallery_path)
+    code, _, err = run(capsys, "identify", photo, *common)
+    assert code == 2 and "cannot be compared" in err
+    code, _, err = run(capsys, "run", *common)
+    assert code == 2 and "no source" in err
+    code, _, err = run(capsys, "identify", photo, *common, "--set", "detector.nope=1")
+    assert code == 2 and "detector.nope: unknown key" in err
