@@ -66,6 +66,7 @@ class TrackerConfig:
     max_missed: int = 10  # frames a track survives without a detection
     votes: int = 3  # agreeing frames before a track announces a decision
     window: int = 7  # frames in the voting window
+    reembed_every: int = 5  # once decided, encode a track's face only every Nth frame
 
 
 @dataclass

@@ -30,22 +30,27 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.max_side = max_side
         self._anchors: Dict[Tuple[int, int], np.ndarray] = {}
+        std = set(self.pre["std"])
+        if len(std) != 1:
+            raise ModelError(f"{manifest.name}: per-channel std is not supported for detectors")
+        self._std = float(std.pop())
+        mean = self.pre["mean"]  # in the model's colour order; blobFromImage wants BGR
+        self._mean_bgr = tuple(mean[::-1] if self.pre["color"] == "RGB" else mean)
 
     def _prepare(self, frame: np.ndarray) -> Tuple[np.ndarray, float]:
         h, w = frame.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
         if scale < 1.0:
             frame = cv2.resize(frame, (round(w * scale), round(h * scale)),
-                               interpolation=cv2.INTER_AREA)
-        if self.pre["color"] == "RGB":
-            frame = frame[..., ::-1]
+                               interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR)
         m = int(self.pre.get("pad_multiple", 1))
         rh, rw = frame.shape[:2]
-        ph, pw = math.ceil(rh / m) * m, math.ceil(rw / m) * m
-        blob = np.zeros((ph, pw, 3), np.float32)
-        blob[:rh, :rw] = (frame - np.asarray(self.pre["mean"], np.float32)) / np.asarray(
-            self.pre["std"], np.float32)
-        return blob.transpose(2, 0, 1)[None], scale
+        # Pad with the mean colour so padding is zero after normalisation.
+        frame = cv2.copyMakeBorder(frame, 0, -rh % m, 0, -rw % m, cv2.BORDER_CONSTANT,
+                                   value=self._mean_bgr)
+        blob = cv2.dnn.blobFromImage(frame, 1.0 / self._std, mean=self._mean_bgr,
+                                     swapRB=self.pre["color"] == "RGB")
+        return blob, scale
 
     def _priors(self, height: int, width: int) -> np.ndarray:
         """Anchor centres and sizes (cx, cy, w, h) in input pixels, cached per input size."""

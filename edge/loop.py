@@ -16,7 +16,7 @@ from .events import FaceEvent
 from .faces import FaceAnalyzer
 from .sinks import Sink
 from .sources import Source
-from .tracker import UNKNOWN, Observation, Tracker
+from .tracker import UNKNOWN, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +37,24 @@ class CaptureLoop:
         self.stop = threading.Event()
 
     def process(self, frame: np.ndarray) -> None:
-        """One frame through the whole path."""
+        """One frame: detect -> align -> embed -> match -> track -> publish."""
         t0 = time.perf_counter()
-        faces = self.analyzer.analyze(frame)  # detect -> quality -> align -> embed
+        detections = self.analyzer.detector.detect(frame)
+        tracks = self.tracker.assign([d.box for d in detections], [d.score for d in detections])
+        due = [i for i, t in enumerate(tracks) if t.due(self.config.tracker.reembed_every)]
         t1 = time.perf_counter()
-        encoded = [f for f in faces if f.encoding is not None]
-        decisions = self.matcher.identify(np.array([f.encoding for f in encoded]))
-        by_face = dict(zip(map(id, encoded), decisions))
-        observations = []
-        for face in faces:
-            d = by_face.get(id(face))
-            label = None if d is None else (d.name or UNKNOWN)
-            observations.append(Observation(
-                face.detection.box, label, d.distance if d else float("nan"),
-                d.threshold if d else float("nan"), face.detection.score))
+        faces = self.analyzer.analyze(frame, [detections[i] for i in due])
         t2 = time.perf_counter()
-        self._publish(self.tracker.update(observations))
+        encoded = [(tracks[i], f.encoding) for i, f in zip(due, faces) if f.encoding is not None]
+        decisions = self.matcher.identify(np.array([e for _, e in encoded]))
         t3 = time.perf_counter()
+        events = [self.tracker.vote(track, d.name or UNKNOWN, d.distance, d.threshold)
+                  for (track, _), d in zip(encoded, decisions)]
+        self._publish([e for e in events if e] + self.tracker.expire(tracks))
+        t4 = time.perf_counter()
         self.frames += 1
-        for stage, seconds in (("face", t1 - t0), ("match", t2 - t1), ("track", t3 - t2)):
+        for stage, seconds in (("detect", t1 - t0), ("embed", t2 - t1), ("match", t3 - t2),
+                               ("track+publish", t4 - t3)):
             self.stage_seconds[stage] += seconds
 
     def _publish(self, track_events: List) -> None:

@@ -29,17 +29,6 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Observation:
-    """What the face path and matcher said about one face in one frame."""
-
-    box: np.ndarray
-    label: Optional[str]  # person name, UNKNOWN, or None (rejected by the quality gate)
-    distance: float
-    threshold: float
-    score: float
-
-
-@dataclass
 class Track:
     track_id: int
     box: np.ndarray
@@ -48,6 +37,11 @@ class Track:
     missed: int = 0
     frames: int = 0
     score: float = 0.0
+    since_vote: int = 0  # frames since this track's face was last encoded
+
+    def due(self, every: int) -> bool:
+        """Whether to encode this frame's face: always until decided, then every Nth frame."""
+        return self.announced is None or self.since_vote >= every
 
     def settled(self, needed: int) -> Optional[Tuple[str, float, float]]:
         """The label with at least ``needed`` votes in the window, its median distance, tau."""
@@ -79,42 +73,50 @@ class Tracker:
         self.tracks: List[Track] = []
         self._next_id = 1
 
-    def update(self, observations: List[Observation]) -> List[TrackEvent]:
-        events: List[TrackEvent] = []
-        unmatched = list(range(len(observations)))
-        live: Dict[int, Track] = {}
-        if self.tracks and observations:
-            ious = iou_matrix(np.stack([t.box for t in self.tracks]),
-                              np.stack([o.box for o in observations]))
+    def assign(self, boxes: List[np.ndarray], scores: List[float]) -> List[Track]:
+        """The track of each detected box (greedy IoU), new tracks for the rest."""
+        assigned: Dict[int, Track] = {}
+        if self.tracks and boxes:
+            ious = iou_matrix(np.stack([t.box for t in self.tracks]), np.stack(boxes))
             for _ in range(min(ious.shape)):
-                ti, oi = np.unravel_index(np.argmax(ious), ious.shape)
-                if ious[ti, oi] < self.config.iou:
+                ti, bi = np.unravel_index(np.argmax(ious), ious.shape)
+                if ious[ti, bi] < self.config.iou:
                     break
-                live[int(oi)] = self.tracks[ti]
+                assigned[int(bi)] = self.tracks[ti]
                 ious[ti, :] = -1
-                ious[:, oi] = -1
-            unmatched = [i for i in unmatched if i not in live]
-        for i in unmatched:
-            track = Track(self._next_id, observations[i].box)
-            self._next_id += 1
-            self.tracks.append(track)
-            live[i] = track
-        for i, track in live.items():
-            obs = observations[i]
-            track.box, track.missed, track.score = obs.box, 0, obs.score
+                ious[:, bi] = -1
+        for i, box in enumerate(boxes):
+            if i not in assigned:
+                assigned[i] = Track(self._next_id, box)
+                self._next_id += 1
+                self.tracks.append(assigned[i])
+        out = [assigned[i] for i in range(len(boxes))]
+        for track, box, score in zip(out, boxes, scores):
+            track.box, track.score, track.missed = box, score, 0
             track.frames += 1
-            if obs.label is not None:
-                track.votes.append((obs.label, obs.distance, obs.threshold))
-                while len(track.votes) > self.config.window:
-                    track.votes.popleft()
-            settled = track.settled(self.config.votes)
-            if settled and settled[0] != track.announced:
-                kind = "new" if track.announced is None else "update"
-                track.announced = settled[0]
-                events.append(TrackEvent(kind, track, *settled))
-        seen = {id(t) for t in live.values()}
+            track.since_vote += 1
+        return out
+
+    def vote(self, track: Track, label: str, distance: float, threshold: float,
+             ) -> Optional[TrackEvent]:
+        """Record one frame's decision; an event when the settled decision changes."""
+        track.since_vote = 0
+        track.votes.append((label, distance, threshold))
+        while len(track.votes) > self.config.window:
+            track.votes.popleft()
+        settled = track.settled(self.config.votes)
+        if settled is None or settled[0] == track.announced:
+            return None
+        kind = "new" if track.announced is None else "update"
+        track.announced = settled[0]
+        return TrackEvent(kind, track, *settled)
+
+    def expire(self, seen: List[Track]) -> List[TrackEvent]:
+        """Age the tracks not in ``seen``; end those missing too long."""
+        live = {id(t) for t in seen}
+        events: List[TrackEvent] = []
         for track in list(self.tracks):
-            if id(track) not in seen:
+            if id(track) not in live:
                 track.missed += 1
                 if track.missed > self.config.max_missed:
                     events.extend(self._end(track))
