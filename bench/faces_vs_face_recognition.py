@@ -9,7 +9,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-
 from common import analyzer, machine, median_seconds, people
 
 warnings.filterwarnings("ignore")
@@ -75,7 +74,7 @@ def main() -> None:
                         ("face_recognition 1.3.0 (dlib HOG + ResNet)", theirs)):
         identify, detect_embed = make(gallery, probes)
         hits, total, wrong = score(identify, probes)
-        per_photo = np.mean([median_seconds(lambda p=p: detect_embed(p)) for p in probes])
+        per_photo = np.mean([median_seconds(lambda p=p, f=detect_embed: f(p)) for p in probes])
         rows.append((label, per_photo, hits, total, wrong))
     print(f"# detect + embed per photo, {len(probes)} probe photos, {machine()}")
     for label, t, hits, total, wrong in rows:
