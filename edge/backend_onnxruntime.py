@@ -26,6 +26,9 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(manifest)
         manifest.verify()
         options = ort.SessionOptions()
+        # Detector and encoder alternate on few cores: a pool spinning after its run would
+        # steal the cores the other model needs next (measured by bench/live_loop.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         threads = os.environ.get("JETKIOSK_ORT_THREADS")
         if threads:
             options.intra_op_num_threads = int(threads)
