@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
 from common import analyzer, machine, median_seconds, people
 
 warnings.filterwarnings("ignore")

@@ -7,6 +7,7 @@ from typing import Set
 
 import numpy as np
 import torch
+
 from jetkiosk.edge.errors import ModelError
 
 from .inception_resnet_v1 import InceptionResnetV1

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict
 
 import numpy as np
+
 from jetkiosk.edge.errors import ModelError
 
 # TensorFlow DataType enum values we meet in frozen inference graphs.

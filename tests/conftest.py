@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from jetkiosk.edge.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+
 from jetkiosk.edge.cli import main
 from jetkiosk.edge.errors import ImageError, ModelError
 from jetkiosk.edge.faces import FaceAnalyzer

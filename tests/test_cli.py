@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from jetkiosk.edge.cli import main
 from jetkiosk.edge.gallery import Gallery
 

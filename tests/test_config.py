@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from jetkiosk.edge.config import load_config
 from jetkiosk.edge.errors import ConfigError
 

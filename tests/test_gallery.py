@@ -6,6 +6,7 @@ import stat
 
 import numpy as np
 import pytest
+
 from jetkiosk.edge import gallery as gallery_mod
 from jetkiosk.edge.decisions import Matcher
 from jetkiosk.edge.errors import GalleryError

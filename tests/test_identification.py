@@ -6,6 +6,7 @@ import csv
 
 import cv2
 import numpy as np
+
 from jetkiosk.edge.config import load_config
 from jetkiosk.edge.decisions import Matcher
 from jetkiosk.edge.faces import FaceAnalyzer

@@ -8,6 +8,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+
 from jetkiosk.edge import demo
 from jetkiosk.edge.decisions import Matcher
 from jetkiosk.edge.errors import SourceError

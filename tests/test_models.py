@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from jetkiosk.edge.backend import load_backend
 from jetkiosk.edge.errors import ConfigError, ModelError
 from jetkiosk.edge.manifest import load_manifest, sha256_file

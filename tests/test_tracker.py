@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from jetkiosk.edge.config import TrackerConfig
 from jetkiosk.edge.tracker import UNKNOWN, Tracker
 

@@ -1,0 +1,130 @@
+"""How to feed FaceNet, and where to put the threshold, by measurement.
+
+1. Alignment: margin crops of the detector's box vs a 5-point similarity transform onto the
+   template in the encoder manifest, scored by verification EER on ORL (all 40 subjects,
+   every pair) and by the genuine/impostor gap on ../shared/faces/people.
+2. Flip test-time augmentation: EER with and without, and its cost.
+3. Threshold: genuine and impostor squared distances on both sets; EER point, and FAR/FRR at
+   the default threshold.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import cv2
+import numpy as np
+
+from common import SHARED, analyzer, machine, people
+
+warnings.filterwarnings("ignore")
+
+
+def orl_images():
+    from jetkiosk.edge.images import load_image
+
+    images, owners = [], []
+    for s in range(1, 41):
+        for i in range(1, 11):
+            image = load_image(SHARED / f"orl/s{s}/{i}.pgm", min_side=8)
+            image = cv2.resize(image, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+            images.append(cv2.copyMakeBorder(image, 56, 56, 46, 46, cv2.BORDER_REPLICATE))
+            owners.append(s)
+    return images, np.array(owners)
+
+
+def pairs(encodings: np.ndarray, owners: np.ndarray):
+    dist = ((encodings[:, None] - encodings[None]) ** 2).sum(-1)
+    upper = np.triu_indices(len(encodings), 1)
+    same = (owners[:, None] == owners[None])[upper]
+    return dist[upper][same], dist[upper][~same]
+
+
+def eer(genuine: np.ndarray, impostor: np.ndarray):
+    thresholds = np.sort(np.concatenate([genuine, impostor]))
+    frr = 1 - np.searchsorted(np.sort(genuine), thresholds, side="right") / len(genuine)
+    far = np.searchsorted(np.sort(impostor), thresholds, side="right") / len(impostor)
+    i = int(np.argmin(np.abs(frr - far)))
+    return (frr[i] + far[i]) / 2, thresholds[i]
+
+
+def encode_all(a, images, detections, align=None, flip=False):
+    from jetkiosk.edge.align import Aligner
+
+    pre = dict(a.encoder_manifest.preprocess)
+    if align is not None:
+        pre["align"] = align
+    aligner = Aligner(pre)
+    a.encoder.flip = flip
+    crops = [aligner(img, dets[0]) for img, dets in zip(images, detections)]
+    start = time.perf_counter()
+    out = a.encoder.encode(crops)
+    a.encoder.flip = False
+    return out, (time.perf_counter() - start) / len(crops)
+
+
+def people_sets(a):
+    from jetkiosk.edge.images import load_image
+
+    gallery, probes = people()
+    images, owners = [], []
+    for name, photos in gallery.items():
+        for p in photos:
+            images.append(load_image(p))
+            owners.append(name)
+    probe_images = [(load_image(p), expected) for p, expected in probes.items()]
+    return images, owners, probe_images
+
+
+def people_distances(a, aligner_align, flip=False):
+    """Probe faces vs gallery templates: genuine for labelled people, impostor otherwise."""
+    images, owners, probe_images = people_sets(a)
+    dets = [a.detector.detect(i) for i in images]
+    enc, _ = encode_all(a, images, dets, aligner_align, flip)
+    names = sorted(set(owners))
+    templates = np.stack([enc[[o == n for o in owners]].mean(0) for n in names])
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+    genuine, impostor = [], []
+    for image, expected in probe_images:
+        pdets = [[d] for d in a.detector.detect(image)]
+        penc, _ = encode_all(a, [image] * len(pdets), pdets, aligner_align, flip)
+        dist = ((penc[:, None] - templates[None]) ** 2).sum(-1)  # faces x people
+        for j, name in enumerate(names):
+            (genuine if name in expected else impostor).append(dist[:, j].min())
+    return np.array(genuine), np.array(impostor)
+
+
+def main() -> None:
+    a = analyzer("quality.min_sharpness=0")
+    template = a.encoder_manifest.preprocess["align"]
+    images, owners = orl_images()
+    detections = [a.detector.detect(i) for i in images]
+    assert all(detections), "the detector missed an ORL face"
+    print(f"# ORL: 400 images, 40 subjects, all pairs; people: 11 probes vs 5 enrolled; "
+          f"{machine()}")
+    print("alignment                      ORL EER   people gap (min impostor - max genuine)")
+    candidates = [({"method": "margin", "margin": m}, f"margin crop {m:.0%} of box")
+                  for m in (0.0, 0.1, 0.2, 0.3)] + [(template, "similarity to template")]
+    for align, label in candidates:
+        e, _ = eer(*pairs(encode_all(a, images, detections, align)[0], owners))
+        g, i = people_distances(a, align)
+        print(f"{label:30s} {e * 100:5.2f}%   {i.min() - g.max():+.3f}")
+    print("flip test-time augmentation    ORL EER   encode time per face")
+    for flip in (False, True):
+        enc, seconds = encode_all(a, images, detections, template, flip)
+        e, _ = eer(*pairs(enc, owners))
+        print(f"{'on' if flip else 'off':30s} {e * 100:5.2f}%   {seconds * 1000:.1f} ms")
+    print("threshold (squared L2)")
+    tau = 1.0
+    for name, (g, i) in (("ORL", pairs(encode_all(a, images, detections)[0], owners)),
+                         ("people", people_distances(a, None))):
+        e, at = eer(g, i)
+        print(f"{name:7s} genuine {np.mean(g):.3f}+-{np.std(g):.3f} (max {g.max():.3f}), "
+              f"impostor {np.mean(i):.3f}+-{np.std(i):.3f} (min {i.min():.3f}); EER "
+              f"{e * 100:.2f}% at {at:.3f}; at tau={tau}: FRR {np.mean(g > tau) * 100:.2f}%, "
+              f"FAR {np.mean(i <= tau) * 100:.3f}%")
+
+
+if __name__ == "__main__":
+    main()
