@@ -87,3 +87,30 @@ def test_live_source_drops_frames_instead_of_lagging(demo_clip):
     assert live.dropped > 100 and len(got) < 100
     # Each frame handed out is fresh: never older than one slow step.
     assert time.monotonic() - started < 225 / 25 + 1.0
+
+
+def test_enroll_from_camera_frames_and_run_from_the_command_line(config, demo_clip, capsys):
+    from jetkiosk.edge.cli import main
+
+    path, _ = demo_clip
+    common = ["--models", str(config.models_dir), "--gallery", str(config.gallery_path)]
+    assert main(["enroll", "eileen", "--source", f"file://{path}", "--frames", "4", "--json",
+                 *common]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["photos"] == 4
+    assert main(["run", "--source", f"file://{path}", *common]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {(e["event"], e["name"]) for e in events} >= {("new", "eileen"), ("end", "eileen")}
+    assert ("new", None) in {(e["event"], e["name"]) for e in events}  # Grace is unknown here
+
+
+def test_quality_gate_logs_each_rejection_with_its_reason(analyzer, demo_clip, caplog):
+    _, photos = demo_clip
+    small = cv2.resize(photos["grace_hopper"], None, fx=0.2, fy=0.2)
+    small = cv2.copyMakeBorder(small, 100, 100, 100, 100, cv2.BORDER_CONSTANT, value=(90,) * 3)
+    blurred = cv2.GaussianBlur(photos["grace_hopper"], (0, 0), 6)
+    with caplog.at_level("INFO", logger="jetkiosk.edge.faces"):
+        (tiny,) = analyzer.analyze(small)
+        (soft,) = analyzer.analyze(blurred)
+    assert tiny.encoding is None and tiny.rejected.startswith("too small")
+    assert soft.encoding is None and soft.rejected.startswith("too blurred")
+    assert "too small" in caplog.text and "too blurred" in caplog.text
