@@ -170,6 +170,9 @@ def _build(recipe: ModelRecipe, models_dir: Path, version: str, progress: Progre
             recipe.build(tmp, progress)
         except JetkioskError:
             raise
+        except ImportError as exc:
+            raise ModelError(f"{recipe.name}: {exc}; model building needs the export extra "
+                             "(pip install 'jetkiosk[export]')") from exc
         except Exception as exc:  # a corrupt source file surfaces as anything
             raise ModelError(f"{recipe.name}: building from {recipe.package} failed: {exc}") from exc
         specs = _specs(tmp)
