@@ -25,7 +25,7 @@ def make_clip(path: Path) -> int:
 
     photos = sample_photos()
     order = ["eileen_collins", "grace_hopper", "stranger"]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, SIZE)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25, SIZE)
     frames = 0
     for count in (1, 2, 3):
         for i in range(50):

@@ -29,8 +29,7 @@ def sample_photos() -> Dict[str, np.ndarray]:
     except ImportError as exc:
         raise JetkioskError(f"the demo needs scikit-image and matplotlib "
                             f"(pip install 'jetkiosk[demo]'): {exc}") from exc
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-        hopper = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
+    hopper = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
     return {
         "eileen_collins": cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR),
         "grace_hopper": hopper,
@@ -53,7 +52,7 @@ def _paste(canvas: np.ndarray, photo: np.ndarray, centre: Tuple[float, float], h
 def make_clip(path: Path, photos: Dict[str, np.ndarray]) -> List[str]:
     """Write the demo clip; returns the scene list (who appears, in order)."""
     w, h = SIZE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, SIZE)
     if not writer.isOpened():
         raise JetkioskError(f"{path}: OpenCV cannot write MP4 video here")
     ramp = np.linspace(40, 90, w, dtype=np.float32)
@@ -103,8 +102,8 @@ def run_demo(workdir: Path, config: Config) -> int:
     photos = sample_photos()
     gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
     for name in ("eileen_collins", "grace_hopper"):
-        faces = [f for f in analyzer.analyze(photos[name]) if f.encoding is not None]
-        gallery.add(name, np.stack([f.encoding for f in faces[:1]]))
+        encodings = [f.encoding for f in analyzer.analyze(photos[name]) if f.encoding is not None]
+        gallery.add(name, encodings[0])
         log(f"enrolled {name} from one photo")
     gallery.save(config.gallery_path)
     clip = workdir / "demo.mp4"

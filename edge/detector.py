@@ -88,6 +88,6 @@ class FaceDetector:
         boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)
         points = p[:, None, :2] + lmk.reshape(-1, 5, 2) * v0 * p[:, None, 2:]
         xywh = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes]
-        chosen = cv2.dnn.NMSBoxes(xywh, scores.tolist(), self.score_threshold, self.nms_threshold)
-        chosen = np.asarray(chosen, dtype=int).reshape(-1)
+        kept = cv2.dnn.NMSBoxes(xywh, scores.tolist(), self.score_threshold, self.nms_threshold)
+        chosen = np.asarray(kept, dtype=int).reshape(-1)
         return [Detection(boxes[i] / scale, float(scores[i]), points[i] / scale) for i in chosen]
