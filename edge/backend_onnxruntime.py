@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Mapping
 
 import numpy as np
@@ -29,9 +28,6 @@ class OnnxRuntimeBackend(Backend):
         # Detector and encoder alternate on few cores: a pool spinning after its run would
         # steal the cores the other model needs next (measured by bench/live_loop.py).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        threads = os.environ.get("JETKIOSK_ORT_THREADS")
-        if threads:
-            options.intra_op_num_threads = int(threads)
         try:
             self.session = ort.InferenceSession(
                 str(manifest.model_path), sess_options=options, providers=_providers()
@@ -45,10 +41,6 @@ class OnnxRuntimeBackend(Backend):
                 f"{manifest.model_path}: inputs {sorted(names)} differ from manifest {sorted(expected)}"
             )
         self._outputs = [o.name for o in self.session.get_outputs()]
-
-    @property
-    def providers(self) -> List[str]:
-        return self.session.get_providers()
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         results = self.session.run(self._outputs, dict(feeds))

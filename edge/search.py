@@ -30,9 +30,6 @@ class TemplateIndex:
             self._basis = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCED_DIM])
             self._reduced = np.ascontiguousarray(self.templates @ self._basis)
 
-    def __len__(self) -> int:
-        return len(self.templates)
-
     def nearest(self, queries: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Index of the nearest template and its squared distance for each query row."""
         queries = np.atleast_2d(np.asarray(queries, np.float32))
