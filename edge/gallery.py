@@ -82,12 +82,16 @@ class Gallery:
         else:
             self.people[self._known(name)]["threshold"] = value
 
+    def template(self, name: str) -> np.ndarray:
+        """``name``'s unit-length template: the mean of their encodings, renormalised."""
+        mean = self.encodings(name).mean(0).astype(np.float32)
+        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
     def templates(self) -> np.ndarray:
-        """One unit-length template per person (mean of their encodings), in ``names`` order."""
+        """Every person's template, in ``names`` order."""
         if not self.people:
             return np.zeros((0, self.dim), np.float32)
-        means = np.stack([self._encodings[n].mean(0) for n in self.names]).astype(np.float32)
-        return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        return np.stack([self.template(n) for n in self.names])
 
     # -- file -------------------------------------------------------------------
     def save(self, path: Path) -> None:
