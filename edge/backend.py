@@ -19,8 +19,14 @@ from .manifest import Manifest, TensorSpec
 class Backend:
     """One loaded model. Subclasses implement ``run``."""
 
+    precision = "fp32"
+
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
+
+    def describe(self) -> str:
+        """Backend and device, for logs and ``stats``."""
+        return type(self).__name__
 
     @property
     def inputs(self) -> List[TensorSpec]:

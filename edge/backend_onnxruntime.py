@@ -42,6 +42,9 @@ class OnnxRuntimeBackend(Backend):
             )
         self._outputs = [o.name for o in self.session.get_outputs()]
 
+    def describe(self) -> str:
+        return f"onnxruntime ({self.session.get_providers()[0]})"
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         results = self.session.run(self._outputs, dict(feeds))
         return dict(zip(self._outputs, results))

@@ -75,8 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the capture loop: events from a camera or clip")
     run.add_argument("--source", help="file://clip.mp4, file:///dir/, v4l2:///dev/video0, "
                      "rtsp://..., csi://0")
-    run.add_argument("--sink", help="jsonl:- (stdout) or jsonl:/path/events.jsonl")
+    run.add_argument("--sink", help="comma-separated: jsonl:- (stdout), "
+                     "jsonl:/path/events.jsonl, mqtt ([mqtt] in the configuration)")
+    run.add_argument("--broker", help="mqtt://[user:password@]host[:port] or mqtts://... "
+                     "(mqtt.broker)")
     _common(run)
+
+    listen = sub.add_parser("listen", help="print what jetkiosk nodes publish over MQTT")
+    listen.add_argument("--broker", help="mqtt://host:port or mqtts://... (mqtt.broker)")
+    listen.add_argument("--topic", help="topic filter (default: <prefix>/#, every node)")
+    listen.add_argument("--count", type=int, default=0, help="exit after N messages")
+    listen.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
+    listen.add_argument("--session", help="persistent session name: events published while "
+                        "this listener was away arrive when it returns")
+    _common(listen)
 
     demo = sub.add_parser("demo", help="prepare models, enroll sample people, run on a clip")
     demo.add_argument("--workdir", type=Path, default=Path("demo-out"))
@@ -88,7 +100,7 @@ def _config(args: argparse.Namespace) -> Config:
     overrides = list(args.set)
     for flag, key in (("models", "models.dir"), ("gallery", "gallery.path"),
                       ("backend", "models.backend"), ("source", "run.source"),
-                      ("sink", "run.sink")):
+                      ("sink", "run.sink"), ("broker", "mqtt.broker")):
         value = getattr(args, flag, None)
         if value:
             overrides.append(f"{key}={value}")
@@ -278,17 +290,37 @@ def cmd_embed(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from .loop import CaptureLoop
+    from .node import Node
     from .sinks import open_sink
     from .sources import open_source
 
     if not config.run.source:
         raise JetkioskError("run: no source (give --source URI or set run.source)")
     session = Session(config)
+    if "mqtt" in (part.strip() for part in config.run.sink.split(",")):
+        node = Node(config, session.analyzer, session.matcher)
+        source = open_source(config.run.source)
+        node.start().run(source)
+        return 0
     loop = CaptureLoop(config, session.analyzer, session.matcher(), open_sink(config.run.sink))
     try:
         loop.run(open_source(config.run.source))
     finally:
         loop.sink.close()
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace, config: Config) -> int:
+    from .listen import describe, listen
+
+    prefix = config.mqtt.prefix.replace("{node}", config.mqtt.node or "+").strip("/")
+
+    def emit(topic: str, payload: Any, retained: bool) -> None:
+        record = {"topic": topic, "retained": retained, "payload": payload}
+        _emit(args, record, describe(topic, payload))
+
+    listen(config.mqtt, args.topic or f"{prefix}/#", emit, args.count, args.timeout,
+           args.session)
     return 0
 
 
@@ -306,7 +338,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
 
 COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery, "verify": cmd_verify,
-            "identify": cmd_identify, "embed": cmd_embed, "run": cmd_run,
+            "identify": cmd_identify, "embed": cmd_embed, "run": cmd_run, "listen": cmd_listen,
             "models": cmd_models, "demo": cmd_demo}
 
 

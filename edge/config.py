@@ -58,6 +58,7 @@ class GalleryConfig:
     path: str = ""  # empty: <data dir>/gallery.npz
     # Squared L2 distance threshold; bench/threshold.py measured it (README).
     threshold: float = 1.0
+    uncertain_margin: float = 0.05  # |distance - threshold| below this: decision "uncertain"
 
 
 @dataclass
@@ -72,9 +73,39 @@ class TrackerConfig:
 @dataclass
 class RunConfig:
     source: str = ""
-    sink: str = "jsonl:-"  # jsonl:- (stdout) or jsonl:/path/events.jsonl
+    sink: str = "jsonl:-"  # comma-separated: jsonl:- (stdout), jsonl:/path/file.jsonl, mqtt
     camera: str = "cam0"
     max_fps: float = 0.0  # 0: as fast as frames come
+
+
+@dataclass
+class MqttConfig:
+    broker: str = "mqtt://localhost:1883"  # mqtt://[user[:password]@]host[:port], mqtts://...
+    protocol: str = "3.1.1"  # 3.1.1 | 5
+    username: str = ""
+    password: str = ""
+    password_file: str = ""  # read the password from this file (first line)
+    ca: str = ""  # CA bundle for mqtts:// (empty: the system's)
+    cert: str = ""  # client certificate (PEM) for mutual TLS
+    key: str = ""  # its private key (PEM)
+    tls_insecure: bool = False  # skip the broker host name check (never in production)
+    node: str = ""  # empty: this host's name
+    prefix: str = "jetkiosk/{node}"
+    client_id: str = ""  # empty: jetkiosk-<node>
+    keepalive: int = 30  # seconds
+    connect_timeout: float = 10.0  # seconds `run` waits for the first connection at start
+    reconnect_min: float = 0.5  # reconnect backoff, seconds: doubles up to reconnect_max
+    reconnect_max: float = 30.0
+    outbox: str = ""  # empty: <data dir>/outbox.db
+    outbox_capacity: int = 100_000  # events; when full the oldest is dropped (counted)
+    flush_timeout: float = 5.0  # seconds a clean shutdown waits for the outbox to drain
+    stats_interval: float = 10.0  # seconds between `stats` messages
+    face_crops: bool = False  # JPEG face crop on <camera>/faces/crop (opt-in)
+    presence_refresh: float = 30.0  # seconds between person state refreshes while present
+    max_command_bytes: int = 4096
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    presence_expire_after: int = 120  # Home Assistant marks a presence sensor stale after this
 
 
 @dataclass
@@ -86,6 +117,7 @@ class Config:
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
     @property
     def models_dir(self) -> Path:
@@ -94,6 +126,10 @@ class Config:
     @property
     def gallery_path(self) -> Path:
         return Path(self.gallery.path) if self.gallery.path else data_dir() / "gallery.npz"
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.mqtt.outbox) if self.mqtt.outbox else data_dir() / "outbox.db"
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

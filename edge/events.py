@@ -20,7 +20,7 @@ class FaceEvent:
     event: str
     track_id: int
     camera: str
-    decision: str  # match | unknown
+    decision: str  # match | unknown | uncertain
     name: Optional[str]
     distance: Optional[float]
     threshold: Optional[float]
@@ -31,11 +31,15 @@ class FaceEvent:
     timestamp: float = 0.0
 
     @classmethod
-    def from_track(cls, te: TrackEvent, camera: str, model: Dict[str, str]) -> FaceEvent:
+    def from_track(cls, te: TrackEvent, camera: str, model: Dict[str, str],
+                   uncertain_margin: float = 0.0) -> FaceEvent:
+        """``uncertain`` when the distance lies within ``uncertain_margin`` of the threshold."""
         track = te.track
+        decision = "unknown" if te.label == UNKNOWN else "match"
+        if abs(te.distance - te.threshold) < uncertain_margin:
+            decision = "uncertain"
         return cls(
-            event=te.kind, track_id=track.track_id, camera=camera,
-            decision="unknown" if te.label == UNKNOWN else "match",
+            event=te.kind, track_id=track.track_id, camera=camera, decision=decision,
             name=None if te.label == UNKNOWN else te.label,
             distance=None if math.isnan(te.distance) else round(te.distance, 4),
             threshold=None if math.isnan(te.threshold) else round(te.threshold, 4),

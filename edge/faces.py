@@ -28,6 +28,7 @@ class Face:
     detection: Detection
     encoding: Optional[np.ndarray] = None
     rejected: Optional[str] = None
+    crop: Optional[np.ndarray] = None  # the aligned encoder input (BGR uint8)
 
 
 class FaceAnalyzer:
@@ -72,6 +73,7 @@ class FaceAnalyzer:
                 crop = self.aligner(frame, face.detection)
                 face.rejected = self.gate.check_crop(crop)
                 if face.rejected is None:
+                    face.crop = crop
                     crops.append(crop)
                     kept.append(face)
             if face.rejected is not None:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from .events import FaceEvent
 from .faces import FaceAnalyzer
 from .sinks import Sink
 from .sources import Source
-from .tracker import UNKNOWN, Tracker
+from .tracker import UNKNOWN, Tracker, TrackEvent
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,15 @@ class CaptureLoop:
         self.frames = 0
         self.stage_seconds: Dict[str, float] = defaultdict(float)
         self.stop = threading.Event()
+        self.recognition = threading.Event()  # cleared: frames are read but not analysed
+        self.recognition.set()
+        self._crops: Dict[int, np.ndarray] = {}  # track id -> latest aligned face
 
     def process(self, frame: np.ndarray) -> None:
         """One frame: detect -> align -> embed -> match -> track -> publish."""
+        if not self.recognition.is_set():
+            self._publish(self.tracker.finish())
+            return
         t0 = time.perf_counter()
         detections = self.analyzer.detector.detect(frame)
         tracks = self.tracker.assign([d.box for d in detections], [d.score for d in detections])
@@ -46,6 +52,9 @@ class CaptureLoop:
         faces = self.analyzer.analyze(frame, [detections[i] for i in due])
         t2 = time.perf_counter()
         encoded = [(tracks[i], f.encoding) for i, f in zip(due, faces) if f.encoding is not None]
+        if self.sink.wants_crops:
+            self._crops.update((tracks[i].track_id, f.crop) for i, f in zip(due, faces)
+                               if f.crop is not None)
         decisions = self.matcher.identify(np.array([e for _, e in encoded]))
         t3 = time.perf_counter()
         events = [self.tracker.vote(track, d.name or UNKNOWN, d.distance, d.threshold)
@@ -57,9 +66,14 @@ class CaptureLoop:
                                ("track+publish", t4 - t3)):
             self.stage_seconds[stage] += seconds
 
-    def _publish(self, track_events: List) -> None:
+    def _publish(self, track_events: List[TrackEvent]) -> None:
         for te in track_events:
-            self.sink.publish(FaceEvent.from_track(te, self.config.run.camera, self.model).as_dict())
+            event = FaceEvent.from_track(te, self.config.run.camera, self.model,
+                                         self.config.gallery.uncertain_margin)
+            crop: Optional[np.ndarray] = self._crops.get(te.track.track_id)
+            if te.kind == "end":
+                self._crops.pop(te.track.track_id, None)
+            self.sink.publish(event.as_dict(), crop)
 
     def run(self, source: Source) -> int:
         """Process frames until the source ends or ``stop`` is set; returns frames processed."""

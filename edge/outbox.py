@@ -96,10 +96,15 @@ class Outbox:
                 "ORDER BY id LIMIT ?", (after, limit)).fetchall()
         return [OutboxMessage(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
 
-    def ack(self, message_id: int) -> None:
-        """The broker has the message: forget it."""
+    def ack(self, *message_ids: int) -> None:
+        """The broker has these messages: forget them (one transaction)."""
+        if not message_ids:
+            return
         with self._lock:
-            self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM messages WHERE id = ?",
+                                 [(i,) for i in message_ids])
+            self._db.execute("COMMIT")
 
     def _depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])

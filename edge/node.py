@@ -1,0 +1,128 @@
+"""The face-verification node on MQTT: the capture loop wired to events, states, stats,
+commands and Home Assistant discovery."""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from typing import Any, Callable, Dict, Optional
+
+import paho.mqtt.client as mqtt
+
+from .commands import CommandError, CommandRouter
+from .config import Config
+from .decisions import Matcher
+from .discovery import Discovery
+from .faces import FaceAnalyzer
+from .loop import CaptureLoop
+from .messages import encode
+from .mqtt_client import BrokerSettings
+from .mqtt_link import MqttLink
+from .mqtt_sink import MqttSink
+from .outbox import Outbox
+from .sinks import open_sink
+from .sources import Source
+from .telemetry import Telemetry
+from .topics import Topics, check_level
+
+log = logging.getLogger(__name__)
+
+
+def open_link(config: Config, topics: Topics) -> MqttLink:
+    """The broker connection with its outbox, from ``[mqtt]``."""
+    settings = BrokerSettings.from_config(config.mqtt)
+    outbox = Outbox(config.outbox_path, config.mqtt.outbox_capacity)
+    return MqttLink(settings, config.mqtt.client_id or f"jetkiosk-{topics.node}", outbox,
+                    topics.availability, (config.mqtt.reconnect_min, config.mqtt.reconnect_max))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jetkiosk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Node:
+    """Runs the capture loop and speaks MQTT for it."""
+
+    def __init__(self, config: Config, analyzer: FaceAnalyzer,
+                 load_matcher: Callable[[], Matcher]):
+        self.config = config
+        self.load_matcher = load_matcher
+        self.camera = check_level(config.run.camera, "run.camera")
+        self.topics = Topics.from_config(config.mqtt)
+        self.link = open_link(config, self.topics)
+        self.mqtt_sink = MqttSink(self.link, self.topics, config.mqtt.face_crops,
+                                  config.mqtt.presence_refresh, config.mqtt.flush_timeout)
+        matcher = load_matcher()
+        self.loop = CaptureLoop(config, analyzer, matcher,
+                                open_sink(config.run.sink, {"mqtt": lambda: self.mqtt_sink}))
+        self.telemetry = Telemetry(self.loop, self.topics.node)
+        self.commands = CommandRouter(self.link, self.topics, config.mqtt.max_command_bytes)
+        self.commands.register("recognition", "enable", lambda c: self._recognition(True))
+        self.commands.register("recognition", "disable", lambda c: self._recognition(False))
+        self.commands.register("gallery", "reload", lambda c: self.reload())
+        self._recognition(True)
+        self.discovery: Optional[Discovery] = None
+        if config.mqtt.discovery:
+            self.discovery = Discovery(self.topics, config.mqtt.discovery_prefix,
+                                       config.mqtt.presence_expire_after, _version())
+            self.link.subscribe(self.discovery.status_topic, self._on_ha_status)
+            self._announce(matcher)
+        if config.mqtt.stats_interval > 0:
+            self.link.every(config.mqtt.stats_interval, self.publish_stats)
+
+    def start(self) -> Node:
+        """Connect; an unreachable broker is not fatal (events wait in the outbox), bad
+        credentials or certificates are."""
+        self.link.start()
+        try:
+            connected = self.link.wait_connected(self.config.mqtt.connect_timeout)
+        except Exception:
+            self.loop.sink.close()
+            raise
+        if not connected:
+            log.warning("MQTT: %s; events are kept in the outbox until it answers",
+                        self.link.last_error or "not connected yet")
+        return self
+
+    def run(self, source: Source) -> int:
+        try:
+            return self.loop.run(source)
+        finally:
+            self.loop.sink.close()
+
+    def reload(self) -> Dict[str, Any]:
+        """Load the gallery file again; the loop switches at its next frame."""
+        old = set(self.loop.matcher.names)
+        try:
+            matcher = self.load_matcher()
+        except Exception as exc:
+            raise CommandError(f"gallery not reloaded, the old one stays in use: {exc}") from exc
+        self.loop.matcher = matcher
+        new = set(matcher.names)
+        for name in old - new:
+            self.mqtt_sink.forget_person(name)
+        self._announce(matcher)
+        return {"people": len(new), "added": sorted(new - old), "removed": sorted(old - new)}
+
+    def publish_stats(self) -> None:
+        outbox = {"depth": self.link.outbox.depth, "dropped": self.link.outbox.dropped,
+                  "in_flight": self.link.in_flight, "rejected": self.link.rejected}
+        self.link.set_state(self.topics.stats, encode(self.telemetry.snapshot(outbox)), qos=0)
+
+    def _recognition(self, on: bool) -> Dict[str, Any]:
+        (self.loop.recognition.set if on else self.loop.recognition.clear)()
+        self.link.set_state(self.topics.recognition_state, b"ON" if on else b"OFF")
+        return {"recognition": on}
+
+    def _announce(self, matcher: Matcher) -> None:
+        if self.discovery is not None:
+            self.link.set_state(self.discovery.topic,
+                                self.discovery.message([self.camera], matcher.names))
+
+    def _on_ha_status(self, message: mqtt.MQTTMessage) -> None:
+        if message.payload == b"online":
+            log.info("Home Assistant is online: discovery sent again")
+            self._announce(self.loop.matcher)
