@@ -58,3 +58,14 @@ def people_gallery(analyzer, shared):
             assert len(faces) == 1 and faces[0].encoding is not None, photo
             gallery.add(person.name, faces[0].encoding[None])
     return gallery
+
+
+@pytest.fixture(scope="session")
+def demo_clip(tmp_path_factory):
+    """The demo's 720p clip (Eileen, Grace, then a stranger beside Eileen) and its photos."""
+    from jetkiosk.edge import demo
+
+    path = tmp_path_factory.mktemp("clip") / "demo.mp4"
+    photos = demo.sample_photos()
+    demo.make_clip(path, photos)
+    return path, photos

@@ -9,21 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from jetkiosk.edge import demo
 from jetkiosk.edge.decisions import Matcher
 from jetkiosk.edge.errors import SourceError
 from jetkiosk.edge.gallery import Gallery
 from jetkiosk.edge.loop import CaptureLoop
 from jetkiosk.edge.sinks import open_sink
 from jetkiosk.edge.sources import LatestFrame, _Capture, open_source
-
-
-@pytest.fixture(scope="module")
-def demo_clip(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip") / "demo.mp4"
-    photos = demo.sample_photos()
-    demo.make_clip(path, photos)
-    return path, photos
 
 
 def test_loop_emits_one_event_per_decision_on_the_demo_clip(config, analyzer, demo_clip,

@@ -11,12 +11,12 @@ import threading
 import time
 
 import pytest
-from mosquitto import Mosquitto, Subscriber
 
 from jetkiosk.edge.config import MqttConfig
 from jetkiosk.edge.mqtt_client import BrokerSettings
 from jetkiosk.edge.mqtt_link import MqttLink
 from jetkiosk.edge.outbox import Outbox
+from mosquitto import Mosquitto, Subscriber
 
 TOPIC = "jetkiosk/test/cam0/faces/events"
 

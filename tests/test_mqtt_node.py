@@ -1,0 +1,238 @@
+"""The node on a real Mosquitto: topics and payloads (checked against the JSON Schemas),
+commands with replies, Home Assistant discovery, face crops, stats and `jetkiosk listen`."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import cv2
+import jinja2
+import jsonschema
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from jetkiosk.edge.cli import main
+from jetkiosk.edge.decisions import Matcher
+from jetkiosk.edge.gallery import Gallery, load_gallery
+from jetkiosk.edge.listen import describe
+from jetkiosk.edge.messages import SCHEMAS, schema
+from jetkiosk.edge.node import Node
+from jetkiosk.edge.outbox import Outbox
+from jetkiosk.edge.sources import open_source
+from mosquitto import Mosquitto, Subscriber
+
+PREFIX = "jetkiosk/kiosk1"
+SCHEMA_OF = {"/faces/events": "event", "/state": "person_state", "/faces/count": "count",
+             "/stats": "stats", "/response": "response"}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def node_config(config, analyzer, demo_clip, broker, tmp_path):
+    _, photos = demo_clip
+    gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
+    for name in ("eileen_collins", "grace_hopper"):
+        gallery.add(name, analyzer.analyze(photos[name])[0].encoding[None])
+    gallery.save(config.gallery_path)
+    for key, value in {"run.sink": "mqtt", "mqtt.broker": broker.uri, "mqtt.node": "kiosk1",
+                       "mqtt.outbox": str(tmp_path / "outbox.db"), "mqtt.stats_interval": 0.5,
+                       "mqtt.presence_refresh": 0.5, "mqtt.reconnect_min": 0.1}.items():
+        section, field = key.split(".")
+        setattr(getattr(config, section), field, value)
+    return config
+
+
+def make_node(config, analyzer) -> Node:
+    return Node(config, analyzer, lambda: Matcher(
+        load_gallery(config.gallery_path, analyzer.fingerprint), config.gallery.threshold))
+
+
+def check_schema(topic: str, payload: bytes) -> dict:
+    for suffix, name in SCHEMA_OF.items():
+        if topic.endswith(suffix):
+            data = json.loads(payload)
+            jsonschema.validate(data, schema(name))
+            return data
+    raise AssertionError(f"no schema for {topic}")
+
+
+def send(broker: Mosquitto, topic: str, payload: bytes, properties=None, protocol=4) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1, properties=properties).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_every_schema_is_valid_draft_7():
+    files = sorted(SCHEMAS.glob("*.schema.json"))
+    assert len(files) == 6
+    for path in files:
+        jsonschema.Draft7Validator.check_schema(json.loads(path.read_text()))
+
+
+def test_node_publishes_events_states_counts_crops_and_stats(node_config, analyzer, demo_clip,
+                                                             broker):
+    clip, _ = demo_clip
+    node_config.mqtt.face_crops = True
+    watcher = Subscriber(broker.port, f"{PREFIX}/#", persistent=False)
+    node = make_node(node_config, analyzer).start()
+    assert node.link.connected.is_set()
+    assert node.run(open_source(f"file://{clip}")) == 225
+    assert watcher.wait(lambda: watcher.payloads("/availability")[-1:] == [b"offline"])
+    watcher.close()
+    messages = [(m.topic, m.payload, m.retain) for m in watcher.messages]
+    events = [check_schema(t, p) for t, p, _ in messages if t.endswith("/faces/events")]
+    assert {(e["event"], e["name"], e["decision"]) for e in events} == {
+        ("new", "eileen_collins", "match"), ("end", "eileen_collins", "match"),
+        ("new", "grace_hopper", "match"), ("end", "grace_hopper", "match"),
+        ("new", None, "unknown"), ("end", None, "unknown")}
+    assert len(events) == 8 and len({e["event_id"] for e in events}) == 8
+    assert all(t == f"{PREFIX}/cam0/faces/events" for t, _, _ in messages
+               if t.endswith("/faces/events"))
+    grace = [check_schema(t, p) for t, p, _ in messages
+             if t == f"{PREFIX}/person/grace_hopper/state"]
+    assert grace[0]["present"] and not grace[-1]["present"] and grace[-1]["camera"] == "cam0"
+    counts = [check_schema(t, p) for t, p, _ in messages if t.endswith("/faces/count")]
+    assert {"known": 1, "unknown": 1, "people": ["eileen_collins"]}.items() <= max(
+        counts, key=lambda c: c["faces"]).items()
+    assert counts[-1]["faces"] == 0
+    stats = [check_schema(t, p) for t, p, _ in messages if t.endswith("/stats")]
+    assert stats and max(s["fps"] for s in stats) > 0 and stats[-1]["frames"] > 0
+    assert set(stats[-1]["latency_ms"]) == {"detect", "embed", "match", "track+publish"}
+    crops = [p for t, p, _ in messages if t.endswith("/faces/crop")]
+    assert crops and cv2.imdecode(np.frombuffer(crops[0], np.uint8), 1).shape == (160, 160, 3)
+    for topic, payload, _ in messages:
+        assert b"encoding" not in payload or topic.endswith("/faces/crop")
+    assert Outbox(node_config.outbox_path).depth == 0  # every event acknowledged
+
+
+def test_bad_commands_get_replies_and_never_disturb_the_loop(node_config, analyzer, demo_clip,
+                                                             broker):
+    clip, _ = demo_clip
+    watcher = Subscriber(broker.port, f"{PREFIX}/#", persistent=False)
+    node = make_node(node_config, analyzer).start()
+    frames = []
+    runner = threading.Thread(target=lambda: frames.append(
+        node.run(open_source(f"file://{clip}"))))
+    runner.start()
+    bad = [
+        ("gallery", b"x" * 1_000_000, "command is 1000000 bytes; the limit is 4096"),
+        ("recognition", b"{not json", "not valid UTF-8 JSON"),
+        ("gallery", b'{"action": "explode"}', "invalid command: data.action must be one of"),
+        ("gallery", b'{"action": "reload", "extra": 1}', "must not contain {'extra'}"),
+        ("gallery", b'{"action": "enable"}', "'enable' is not allowed on gallery"),
+        ("gallery", b'["reload"]', "data must be object"),
+    ]
+    for target, payload, _ in bad:
+        send(broker, f"{PREFIX}/{target}/set", payload)
+    send(broker, f"{PREFIX}/gallery/set", b'{"action": "reload", "request_id": "r1"}')
+    assert watcher.wait(lambda: len(watcher.payloads("/response")) == len(bad) + 1)
+    replies = [check_schema(f"{PREFIX}/response", p) for p in watcher.payloads("/response")]
+    for (target, _, message), reply in zip(bad, replies):
+        assert not reply["ok"] and message in reply["error"] and reply["target"] == target
+    assert replies[-1]["ok"] and replies[-1]["request_id"] == "r1"
+    assert replies[-1]["result"] == {"people": 2, "added": [], "removed": []}
+    runner.join(120)
+    assert frames == [225]  # the loop saw every frame
+    events = [json.loads(p) for p in watcher.payloads("/faces/events")]
+    assert len(events) == 8 and node.commands.refused == len(bad)
+    watcher.close()
+
+
+def test_recognition_switch_and_mqtt5_response_topic(node_config, analyzer, demo_clip, broker):
+    clip, _ = demo_clip
+    node_config.mqtt.protocol = "5"
+    watcher = Subscriber(broker.port, "replies/#", persistent=False, protocol=mqtt.MQTTv5)
+    states = Subscriber(broker.port, f"{PREFIX}/recognition/state", persistent=False)
+    node = make_node(node_config, analyzer).start()
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic, props.CorrelationData = "replies/me", b"\x01\x02"
+    send(broker, f"{PREFIX}/recognition/set", b'{"action": "disable"}', props, mqtt.MQTTv5)
+    assert watcher.wait(lambda: watcher.messages)
+    reply = watcher.messages[0]
+    assert json.loads(reply.payload)["result"] == {"recognition": False}
+    assert reply.properties.CorrelationData == b"\x01\x02"
+    assert states.wait(lambda: states.payloads()[-1:] == [b"OFF"])
+    assert node.run(open_source(f"file://{clip}")) == 0  # frames read, none analysed
+    assert Outbox(node_config.outbox_path).peek() == []  # no event was published
+    watcher.close()
+    states.close()
+
+
+def render(template: str, payload: dict) -> str:
+    return jinja2.Environment().from_string(template).render(value_json=payload)
+
+
+def test_home_assistant_discovery_follows_the_gallery(node_config, analyzer, broker, capsys):
+    watcher = Subscriber(broker.port, "homeassistant/#", persistent=False)
+    node = make_node(node_config, analyzer).start()
+    assert watcher.wait(lambda: watcher.payloads("/config"))
+    config = json.loads(watcher.payloads("/config")[-1])
+    assert watcher.messages[0].topic == "homeassistant/device/jetkiosk_kiosk1/config"
+    parts = config["components"]
+    person = parts["kiosk1_person_grace_hopper"]
+    assert person["p"] == "binary_sensor" and person["expire_after"] == 120
+    assert person["state_topic"] == f"{PREFIX}/person/grace_hopper/state"
+    assert render(person["value_template"], {"present": True}) == "ON"
+    faces = parts["kiosk1_cam0_faces"]
+    event = {"event": "new", "decision": "match", "name": "grace_hopper", "distance": 0.4,
+             "track_id": 3}
+    assert json.loads(render(faces["value_template"], event))["event_type"] == "recognized"
+    assert render(faces["value_template"], {**event, "event": "end"}) == ""  # ignored by HA
+    assert parts["kiosk1_fps"]["entity_category"] == "diagnostic"
+    assert render(parts["kiosk1_outbox"]["value_template"], {"outbox": {"depth": 3}}) == "3"
+    assert config["availability_topic"] == f"{PREFIX}/availability"
+
+    # Grace leaves the gallery: her entity is removed and her retained state cleared.
+    gallery = load_gallery(node_config.gallery_path)
+    gallery.remove("grace_hopper")
+    gallery.save(node_config.gallery_path)
+    node.link.set_state(f"{PREFIX}/person/grace_hopper/state", b'{"present": false}')
+    send(broker, f"{PREFIX}/gallery/set", b'{"action": "reload"}')
+    assert watcher.wait(lambda: len(watcher.payloads("/config")) == 2)
+    parts = json.loads(watcher.payloads("/config")[-1])["components"]
+    assert parts["kiosk1_person_grace_hopper"] == {"p": "binary_sensor"}
+    assert "kiosk1_person_eileen_collins" in parts
+    # Home Assistant restarts: discovery is sent again.
+    send(broker, "homeassistant/status", b"online")
+    assert watcher.wait(lambda: len(watcher.payloads("/config")) == 3)
+
+    # `jetkiosk listen` sees the retained state: online, recognition ON, no Grace.
+    args = ["listen", "--broker", broker.uri, "--timeout", "2", "--topic", f"{PREFIX}/#"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"{PREFIX}/availability: online" in out and "grace_hopper" not in out
+    node.loop.sink.close()
+    watcher.close()
+
+
+def test_listen_prints_events_readably_and_as_json(node_config, analyzer, demo_clip, broker,
+                                                   capsys):
+    clip, _ = demo_clip
+    got = []
+    listener = threading.Thread(target=lambda: got.append(main(
+        ["listen", "--broker", broker.uri, "--json", "--count", "8", "--timeout", "120",
+         "--topic", f"{PREFIX}/+/faces/events"])))
+    listener.start()
+    node = make_node(node_config, analyzer).start()
+    node.run(open_source(f"file://{clip}"))
+    listener.join(130)
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert got == [0] and len(records) == 8
+    first = records[0]
+    assert first["topic"] == f"{PREFIX}/cam0/faces/events" and not first["retained"]
+    line = describe(first["topic"], first["payload"])
+    assert "cam0 new" in line and "eileen_collins (match, d=" in line
