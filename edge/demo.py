@@ -2,14 +2,16 @@
 
 Builds the models, enrolls astronaut Eileen Collins (scikit-image) and Grace Hopper
 (matplotlib), generates a clip in which they and an unenrolled person (scikit-image's
-cameraman) move, change size and lighting, then runs the capture loop on it and prints
-the events as JSON lines.
+cameraman) move, change size and lighting, then runs the node on it: events go out over
+MQTT (the broker at ``mqtt.broker`` when one answers, else an embedded one) and a listener
+prints what arrives.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -80,21 +82,25 @@ def make_clip(path: Path, photos: Dict[str, np.ndarray]) -> List[str]:
 
 
 def run_demo(workdir: Path, config: Config) -> int:
-    """Prepare, enroll, generate, run; events go to stdout as JSON lines."""
+    """Prepare, enroll, generate, then run the node and print what MQTT subscribers see."""
     from jetkiosk.export.prepare import prepare
 
     from .decisions import Matcher
+    from .demo_broker import EmbeddedBroker, answers
     from .faces import FaceAnalyzer
     from .gallery import Gallery
-    from .loop import CaptureLoop
-    from .sinks import open_sink
+    from .listen import describe, listen
+    from .mqtt_client import BrokerSettings
+    from .node import Node
     from .sources import open_source
 
     workdir.mkdir(parents=True, exist_ok=True)
-    if not config.models.dir:
-        config.models.dir = str(workdir / "models")
-    if not config.gallery.path:
-        config.gallery.path = str(workdir / "gallery.npz")
+    for key, value in (("models", "dir"), ("gallery", "path"), ("mqtt", "outbox")):
+        if not getattr(getattr(config, key), value):
+            default = {"dir": "models", "path": "gallery.npz", "outbox": "outbox.db"}[value]
+            setattr(getattr(config, key), value, str(workdir / default))
+    config.run.sink = "mqtt"
+    config.mqtt.node = config.mqtt.node or "demo"
     log = lambda text: print(f"# {text}", flush=True)
     log(f"models -> {config.models_dir}")
     prepare(config.models_dir, progress=log)
@@ -109,9 +115,33 @@ def run_demo(workdir: Path, config: Config) -> int:
     clip = workdir / "demo.mp4"
     for n, desc in enumerate(make_clip(clip, photos), 1):
         log(f"clip scene {n}: {desc}")
-    log(f"running the capture loop on file://{clip.resolve()}")
-    loop = CaptureLoop(config, analyzer, Matcher(gallery, config.gallery.threshold),
-                       open_sink(config.run.sink))
-    loop.run(open_source(f"file://{clip.resolve()}"))
-    log(f"{loop.frames} frames processed")
+
+    settings = BrokerSettings.from_config(config.mqtt)
+    embedded = None
+    if answers(settings):
+        log(f"MQTT broker {settings.address} answers: using it")
+    else:
+        embedded = EmbeddedBroker(settings.host, settings.port)
+        log(f"no MQTT broker at {settings.address}: started an embedded one (amqtt) there")
+    prefix = config.mqtt.prefix.replace("{node}", config.mqtt.node)
+    stop = threading.Event()
+
+    def emit(topic: str, payload: Any, retained: bool) -> None:
+        print(f"mqtt> {describe(topic, payload)}", flush=True)
+
+    listener = threading.Thread(target=listen, args=(config.mqtt, f"{prefix}/#", emit),
+                                kwargs={"stop": stop}, daemon=True)
+    listener.start()
+    try:
+        node = Node(config, analyzer,
+                    lambda: Matcher(gallery, config.gallery.threshold)).start()
+        log(f"running the node on file://{clip.resolve()}; a subscriber prints {prefix}/#")
+        frames = node.run(open_source(f"file://{clip.resolve()}"))
+        log(f"{frames} frames processed")
+    finally:
+        stop.wait(1.0)  # the last messages reach the listener
+        stop.set()
+        listener.join(5)
+        if embedded is not None:
+            embedded.close()
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
@@ -66,8 +67,10 @@ def decode(payload: bytes) -> Any:
 
 
 def listen(config: MqttConfig, topic_filter: str, emit: Callable[[str, Any, bool], None],
-           count: int = 0, timeout: float = 0.0, session: Optional[str] = None) -> int:
-    """Print messages on ``topic_filter`` until ``count`` arrived or ``timeout`` passed.
+           count: int = 0, timeout: float = 0.0, session: Optional[str] = None,
+           stop: Optional[threading.Event] = None) -> int:
+    """Print messages on ``topic_filter`` until ``count`` arrived, ``timeout`` passed or
+    ``stop`` is set.
 
     Events are de-duplicated by ``event_id`` (QoS 1 may deliver one twice). ``session``
     names a persistent session, so events published while the listener was away arrive
@@ -102,7 +105,7 @@ def listen(config: MqttConfig, topic_filter: str, emit: Callable[[str, Any, bool
         raise MqttError(describe_exception(exc, settings)) from exc
     deadline = time.monotonic() + timeout if timeout else None
     while deadline is None or time.monotonic() < deadline:
-        if count and printed[0] >= count or error:
+        if count and printed[0] >= count or error or stop is not None and stop.is_set():
             break
         if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS and not error:
             time.sleep(1.0)  # the broker went away: keep trying until it is back
