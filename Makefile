@@ -27,3 +27,4 @@ bench: $(STAMP)
 	$(PY) bench/faces_vs_face_recognition.py
 	$(PY) bench/live_loop.py
 	$(PY) bench/search.py
+	$(PY) bench/mqtt_delivery.py
