@@ -21,13 +21,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mosquitto import Mosquitto, Subscriber  # noqa: E402
+from mosquitto import Mosquitto, Subscriber
 
 TOPIC = "bench/cam0/faces/events"
 

@@ -84,6 +84,7 @@ class MqttLink:
         self._more = threading.Event()  # the outbox may hold messages past the cursor
         self._more.set()
         self._just_connected = False
+        self._answered = False  # a CONNACK came for the current attempt
         self._stop = threading.Event()
         self._deadline = 0.0
         self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
@@ -172,12 +173,14 @@ class MqttLink:
 
         Returns whether the broker accepted the connection.
         """
-        accepted = False
+        accepted, self._answered = False, False
         started = time.monotonic()
         while True:
             rc = self.client.loop(timeout=self.poll)
             self._settle_acks()
             if rc != mqtt.MQTT_ERR_SUCCESS:
+                if not accepted and not self._answered:
+                    self._failed(self._hung_up())
                 self.connected.clear()
                 return accepted
             if not self.connected.is_set():
@@ -254,6 +257,14 @@ class MqttLink:
         self.client.loop(timeout=self.poll)
         self.connected.clear()
 
+    def _hung_up(self) -> str:
+        """The broker closed the connection before answering CONNECT."""
+        why = "the broker closed the connection before accepting it"
+        if self.settings.tls and not self.settings.cert:
+            return (f"{self.settings.address}: {why}; does it require a client certificate "
+                    "(mqtt.cert and mqtt.key)? Its log says why")
+        return f"{self.settings.address}: {why}; its log says why"
+
     def _guard(self, task: Callable[[], None]) -> None:
         try:
             task()
@@ -267,6 +278,7 @@ class MqttLink:
 
     # ------------------------------------------------------------ paho callbacks
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._answered = True
         if reason_code.is_failure:
             self._failed(describe_refusal(reason_code, self.settings),
                          fatal=is_fatal_refusal(reason_code))
@@ -283,11 +295,10 @@ class MqttLink:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
-        if not self._stop.is_set() and not reason_code.is_failure and self.connections:
-            self._failed(f"{self.settings.address}: connection lost")
-        elif reason_code.is_failure and not self.fatal:
-            self._failed(f"{self.settings.address}: disconnected ({reason_code})")
+        if was_connected and not self._stop.is_set():
+            self._failed(f"{self.settings.address}: connection lost ({reason_code})")
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         outbox_id = self._inflight.pop(mid, None)

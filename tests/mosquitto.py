@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -23,7 +23,7 @@ def free_port() -> int:
 class Mosquitto:
     """One broker process with persistence written after every change."""
 
-    def __init__(self, workdir: Path, tls: Optional[Dict[str, Path]] = None,
+    def __init__(self, workdir: Path, tls: Optional[Dict[str, Any]] = None,
                  password_file: Optional[Path] = None):
         self.workdir = workdir
         self.port = free_port()
@@ -50,6 +50,8 @@ class Mosquitto:
             lines.append(f"password_file {password_file}")
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+            if tls.get("require_certificate"):
+                lines.append("require_certificate true")
         self.conf.write_text("\n".join(lines) + "\n")
 
     @property

@@ -39,6 +39,11 @@ def tls_broker(tmp_path_factory):
     openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
             "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile",
             str(folder / "san.ext"))
+    client_key, client_csr = folder / "client.key", folder / "client.csr"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(client_key), "-out",
+            str(client_csr), "-subj", "/CN=kiosk1")
+    openssl("x509", "-req", "-in", str(client_csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(folder / "client.crt"), "-days", "2")
     passwords = folder / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "kiosk", "s3cret"],
                    check=True, capture_output=True)
@@ -110,3 +115,22 @@ def test_listen_with_a_wrong_password_exits_with_the_reason(tls_broker, capsys):
     assert main(["listen", "--broker", uri, "--set", f"mqtt.ca={ca}", "--timeout", "10"]) == 2
     err = capsys.readouterr().err
     assert "broker refused the connection" in err and "mqtt.password" in err
+
+
+def test_mutual_tls_needs_the_client_certificate(tls_broker, tmp_path):
+    _, ca, _, folder = tls_broker
+    broker = Mosquitto(tmp_path / "mtls", tls={"ca": ca, "cert": folder / "server.crt",
+                                               "key": folder / "server.key",
+                                               "require_certificate": True}).start()
+    try:
+        link = connect(broker, tmp_path, ca=str(ca), cert=str(folder / "client.crt"),
+                       key=str(folder / "client.key"))
+        assert link.wait_connected(15), link.last_error
+        link.close(0)
+        (tmp_path / "ob.db").unlink()
+        without = connect(broker, tmp_path, ca=str(ca))
+        assert not without.wait_connected(3)  # the broker hangs up during the handshake
+        assert "require a client certificate (mqtt.cert and mqtt.key)" in without.last_error
+        without.close(0)
+    finally:
+        broker.stop()
