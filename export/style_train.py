@@ -1,0 +1,220 @@
+"""Train a style network with the neural style cost, export it to ONNX with a manifest.
+
+Content images are random crops (with flips) of any image set; training resumes from its
+checkpoint; CUDA is used when present, nothing requires it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from jetkiosk.edge.errors import JetkioskError
+from jetkiosk.edge.manifest import Manifest, TensorSpec, manifest_path, sha256_file
+
+from .style_loss import StyleCost, StyleWeights
+from .style_network import StyleNet, StyleNetConfig
+from .vgg19 import load_vgg19
+
+STYLE_PREPROCESS = {"color": "RGB", "layout": "NCHW", "range": [0.0, 1.0],
+                    "multiple_of": 4}
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 2000
+    batch: int = 8
+    crop: int = 256
+    lr: float = 2e-3
+    style_side: int = 512  # the style image's long side for its Grams
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise JetkioskError("--device cuda: no CUDA device is visible to PyTorch")
+    if name == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return torch.device(name)
+
+
+class CropSampler:
+    """Random square crops (scale jitter, horizontal flips) from a list of RGB images."""
+
+    def __init__(self, images: List[np.ndarray], crop: int, seed: int):
+        import cv2
+
+        self.cv2 = cv2
+        self.images = [im for im in images if min(im.shape[:2]) >= crop // 2]
+        if not self.images:
+            raise JetkioskError(f"no content image has a side of at least {crop // 2}px")
+        self.crop = crop
+        self.rng = random.Random(seed)
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = []
+        for _ in range(n):
+            image = self.rng.choice(self.images)
+            scale = self.crop * self.rng.uniform(1.0, 1.6) / min(image.shape[:2])
+            resized = self.cv2.resize(image, None, fx=scale, fy=scale,
+                                      interpolation=self.cv2.INTER_AREA)
+            y = self.rng.randint(0, resized.shape[0] - self.crop)
+            x = self.rng.randint(0, resized.shape[1] - self.crop)
+            tile = resized[y:y + self.crop, x:x + self.crop]
+            if self.rng.random() < 0.5:
+                tile = tile[:, ::-1]
+            out.append(np.ascontiguousarray(tile))
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Path,
+                net_config: Optional[StyleNetConfig] = None,
+                weights: Optional[StyleWeights] = None,
+                settings: Optional[TrainSettings] = None, device: str = "auto",
+                log: Callable[[str], None] = print) -> StyleNet:
+    """Train (or resume from ``checkpoint``) and return the network on the CPU."""
+    from tqdm import tqdm
+
+    from .style_images import to_tensor
+
+    net_config, weights = net_config or StyleNetConfig(), weights or StyleWeights()
+    settings = settings or TrainSettings()
+    dev = pick_device(device)
+    torch.manual_seed(settings.seed)
+    model = StyleNet(net_config).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    sampler = CropSampler(content, settings.crop, settings.seed)
+    start = 0
+    if checkpoint.is_file():
+        state = torch.load(str(checkpoint), map_location=dev, weights_only=False)
+        if state["net_config"] != net_config.as_dict():
+            raise JetkioskError(f"{checkpoint}: trained with {state['net_config']}, "
+                                f"not {net_config.as_dict()}; remove it to start again")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.rng.setstate(state["sampler"])
+        start = state["step"]
+        log(f"resumed {checkpoint} at step {start}")
+    vgg = load_vgg19().to(dev)
+    cost = StyleCost(vgg, to_tensor(style_rgb, settings.style_side).to(dev), weights)
+    scheduler_at = int(settings.steps * 0.8)
+    bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps,
+               desc="style", unit="step", mininterval=2.0)
+    began = time.monotonic()
+    for step in bar:
+        if step == scheduler_at:
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * 0.1
+        batch = sampler.batch(settings.batch).to(dev, non_blocking=True)
+        losses = cost(batch, model(batch))
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        if step % 50 == 0:
+            bar.set_postfix(content=f"{float(losses['content']):.3g}",
+                            style=f"{float(losses['style']):.3g}")
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
+            _save(checkpoint, model, optimizer, sampler, step + 1, net_config, weights,
+                  settings)
+    log(f"{settings.steps - start} steps in {time.monotonic() - began:.0f}s on {dev}")
+    return model.cpu().eval()
+
+
+def _save(path: Path, model, optimizer, sampler: CropSampler, step: int,
+          net_config: StyleNetConfig, weights: StyleWeights, settings: TrainSettings) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "sampler": sampler.rng.getstate(), "step": step,
+                "net_config": net_config.as_dict(), "weights": weights.as_dict(),
+                "settings": settings.__dict__}, tmp)
+    os.replace(tmp, path)
+
+
+def export_style(model: StyleNet, models_dir: Path, name: str, source: Dict[str, Any],
+                 opset: int = 17) -> Manifest:
+    """ONNX with dynamic H x W, and its manifest (task ``style-transfer``)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / f"style-{name}.onnx"
+    model = model.cpu().eval()
+    with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
+        tmp_path = Path(tmp) / final.name
+        torch.onnx.export(model, torch.rand(1, 3, 64, 96), str(tmp_path), opset_version=opset,
+                          input_names=["image"], output_names=["stylized"], dynamo=False,
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "stylized": {0: "batch", 2: "height", 3: "width"}})
+        os.replace(tmp_path, final)
+    dims = ("batch", 3, "height", "width")
+    manifest = Manifest(
+        name=f"style-{name}", task="style-transfer", file=final.name, sha256=sha256_file(final),
+        inputs=[TensorSpec("image", dims)], outputs=[TensorSpec("stylized", dims)],
+        preprocess=dict(STYLE_PREPROCESS), license=source.get("license", "MIT"),
+        source={"trained_by": "jetkiosk export/style_train.py", **source},
+    )
+    manifest.save(manifest_path(models_dir, f"style-{name}"))
+    return manifest
+
+
+def load_checkpoint_model(checkpoint: Path) -> StyleNet:
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    model = StyleNet(StyleNetConfig(**state["net_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m jetkiosk.export.style_train --style S.png --name N [--content DIR]``."""
+    import argparse
+
+    import cv2
+
+    from .style_images import default_content, folder_images, read_rgb, to_rgb, to_tensor
+
+    parser = argparse.ArgumentParser(description="train a style network, export ONNX")
+    parser.add_argument("--style", type=Path, required=True, help="style image")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--license", default="see source", help="the style image's licence")
+    parser.add_argument("--origin", default="", help="where the style image comes from")
+    parser.add_argument("--content", type=Path, help="folder of content images")
+    parser.add_argument("--out", type=Path, default=Path("models"))
+    parser.add_argument("--steps", type=int, default=TrainSettings.steps)
+    parser.add_argument("--batch", type=int, default=TrainSettings.batch)
+    parser.add_argument("--width", type=int, default=StyleNetConfig.width)
+    parser.add_argument("--blocks", type=int, default=StyleNetConfig.blocks)
+    parser.add_argument("--beta", type=float, default=StyleWeights.beta)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--preview", type=Path, help="stylize this image into <out>/<name>.png")
+    args = parser.parse_args(argv)
+    content = folder_images(args.content) if args.content else default_content()
+    net_config = StyleNetConfig(args.width, args.blocks)
+    weights = StyleWeights(beta=args.beta)
+    settings = TrainSettings(steps=args.steps, batch=args.batch)
+    model = train_style(read_rgb(args.style), content, args.out / f"{args.name}.ckpt",
+                        net_config, weights, settings, args.device)
+    source = {"style_image": args.origin or args.style.name, "license": args.license,
+              "net": net_config.as_dict(), "weights": weights.as_dict(),
+              "train": settings.__dict__, "content_images": len(content)}
+    manifest = export_style(model, args.out, args.name, source)
+    print(f"wrote {manifest.path} ({manifest.model_path.stat().st_size} bytes)")
+    if args.preview:
+        out = to_rgb(model(to_tensor(read_rgb(args.preview), 512)))
+        cv2.imwrite(str(args.out / f"{args.name}.png"), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
