@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 $(STAMP): pyproject.toml
+	# The MQTT tests start their own Mosquitto and make certificates with openssl.
+	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+		(apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients openssl)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch (the machine's pip config finds it on disk; a bare `torch`

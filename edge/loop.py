@@ -71,9 +71,10 @@ class CaptureLoop:
             event = FaceEvent.from_track(te, self.config.run.camera, self.model,
                                          self.config.gallery.uncertain_margin)
             crop: Optional[np.ndarray] = self._crops.get(te.track.track_id)
-            if te.kind == "end":
-                self._crops.pop(te.track.track_id, None)
             self.sink.publish(event.as_dict(), crop)
+        if self._crops:  # tracks that ended, announced or not, drop their crop
+            live = {t.track_id for t in self.tracker.tracks}
+            self._crops = {k: v for k, v in self._crops.items() if k in live}
 
     def run(self, source: Source) -> int:
         """Process frames until the source ends or ``stop`` is set; returns frames processed."""
