@@ -90,6 +90,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "this listener was away arrive when it returns")
     _common(listen)
 
+    kiosk = sub.add_parser("kiosk", help="live stylized camera feed on a display")
+    kiosk.add_argument("--source", help="camera or clip URI (kiosk.source)")
+    kiosk.add_argument("--style", help="style to start with (kiosk.style)")
+    kiosk.add_argument("--output", help="comma-separated: display://0, http://0.0.0.0:8080/, "
+                       "file://out.mp4 (kiosk.output)")
+    kiosk.add_argument("--broker", help="take style commands over MQTT from this broker "
+                       "(sets kiosk.mqtt and mqtt.broker)")
+    _common(kiosk)
+
+    styles = sub.add_parser("styles", help="list styles; train a new one")
+    styles_sub = styles.add_subparsers(dest="action", required=True)
+    _common(styles_sub.add_parser("list", help="styles the kiosk can show"))
+    train = styles_sub.add_parser("train", help="train a style network (needs the export "
+                                  "extra), e.g. styles train --style painting.jpg --name mine")
+    train.add_argument("args", nargs=argparse.REMAINDER,
+                       help="options of python -m jetkiosk.export.style_train")
+
+    still = sub.add_parser("stylize-image", help="stylize one image: Gatys optimisation "
+                           "(slow, best) or a style network")
+    still.add_argument("content", type=Path)
+    still.add_argument("--style", required=True, help="gatys: a style image or a bundled "
+                       "style image name (starry_night, mosaic, hubble); network: a style name")
+    still.add_argument("--method", choices=("gatys", "network"), default="gatys")
+    still.add_argument("--out", type=Path, help="output image (default: CONTENT-STYLE.png)")
+    still.add_argument("--steps", type=int, default=300, help="gatys: optimisation steps")
+    still.add_argument("--init", choices=("content", "noise"), default="content",
+                       help="gatys: start from the content image or from noise")
+    still.add_argument("--size", type=int, default=512, help="long side of the output")
+    still.add_argument("--device", default="auto", help="gatys: auto | cpu | cuda")
+    _common(still)
+
     demo = sub.add_parser("demo", help="prepare models, enroll sample people, run on a clip")
     demo.add_argument("--workdir", type=Path, default=Path("demo-out"))
     _common(demo)
@@ -97,14 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    overrides = list(args.set)
+    overrides = list(getattr(args, "set", []))
+    kiosk = args.command == "kiosk"
     for flag, key in (("models", "models.dir"), ("gallery", "gallery.path"),
-                      ("backend", "models.backend"), ("source", "run.source"),
-                      ("sink", "run.sink"), ("broker", "mqtt.broker")):
+                      ("backend", "models.backend"),
+                      ("source", "kiosk.source" if kiosk else "run.source"),
+                      ("sink", "run.sink"), ("broker", "mqtt.broker"),
+                      ("style", "kiosk.style"), ("output", "kiosk.output")):
         value = getattr(args, flag, None)
-        if value:
+        if value and (flag != "style" or kiosk):
             overrides.append(f"{key}={value}")
-    return load_config(args.config, overrides)
+    if kiosk and args.broker:
+        overrides.append("kiosk.mqtt=true")
+    return load_config(getattr(args, "config", None), overrides)
 
 
 def _emit(args: argparse.Namespace, record: Dict[str, Any], text: str) -> None:
@@ -324,6 +360,91 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_kiosk(args: argparse.Namespace, config: Config) -> int:
+    from .kiosk import KEYS_HELP
+    from .kiosk_service import KioskService
+
+    service = KioskService(config)
+    if any(uri.strip().startswith("display:") for uri in config.kiosk.output.split(",")):
+        print(f"keys: {KEYS_HELP}", file=sys.stderr)
+    for output in service.kiosk.outputs:
+        if output.uri.startswith("http:"):
+            print(f"MJPEG page: {output.uri}", file=sys.stderr)
+    frames = service.run()
+    log.info("kiosk: %d frames shown", frames)
+    return 0
+
+
+def cmd_styles(args: argparse.Namespace, config: Config) -> int:
+    if args.action == "train":
+        from jetkiosk.export.style_train import main as train_main
+
+        return train_main(args.args)
+    from .manifest import load_manifest
+    from .style_catalog import BUNDLED, StyleCatalog
+
+    catalog = StyleCatalog([config.models_dir, BUNDLED])
+    for name in catalog.names:
+        manifest = load_manifest(catalog.paths[name])
+        source = manifest.source.get("style_image", "")
+        record = {"style": name, "manifest": str(catalog.paths[name]), "source": source,
+                  "license": manifest.license}
+        _emit(args, record, f"{name}\t{source} ({manifest.license})")
+    return 0
+
+
+def cmd_stylize_image(args: argparse.Namespace, config: Config) -> int:
+    import cv2
+
+    from .images import load_image
+
+    content = load_image(args.content)
+    out = args.out or args.content.with_name(f"{args.content.stem}-{Path(args.style).stem}.png")
+    if args.method == "network":
+        from .style_catalog import BUNDLED, StyleCatalog
+
+        catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend)
+        scale = min(1.0, args.size / max(content.shape[:2]))
+        model = catalog.get(args.style)
+        w, h = model.check_size(round(content.shape[1] * scale), round(content.shape[0] * scale))
+        result = model(cv2.resize(content, (w, h), interpolation=cv2.INTER_AREA))
+    else:
+        result = _gatys(args, content)
+    if not cv2.imwrite(str(out), result):
+        raise ImageError(f"{out}: cannot write the image")
+    _emit(args, {"content": str(args.content), "style": args.style, "method": args.method,
+                 "out": str(out)}, f"wrote {out}")
+    return 0
+
+
+def _gatys(args: argparse.Namespace, content_bgr: Any) -> Any:
+    import cv2
+
+    try:
+        from jetkiosk.export.gatys import stylize_image
+        from jetkiosk.export.style_images import builtin_styles, read_rgb
+    except ImportError as exc:
+        raise JetkioskError(f"stylize-image --method gatys needs the export extra "
+                            f"(pip install 'jetkiosk[export]'): {exc}") from None
+    styles = builtin_styles()
+    if args.style in styles:
+        style = styles[args.style][0]
+    elif Path(args.style).is_file():
+        style = read_rgb(Path(args.style))
+    else:
+        raise ImageError(f"--style {args.style}: no such image, and not one of "
+                         f"{', '.join(sorted(styles))}")
+    if args.steps < 1:
+        raise JetkioskError("--steps must be at least 1")
+
+    def progress(step: int, loss: float) -> None:
+        print(f"step {step}/{args.steps}: cost {loss:.4g}", file=sys.stderr, flush=True)
+
+    rgb = stylize_image(cv2.cvtColor(content_bgr, cv2.COLOR_BGR2RGB), style, args.steps,
+                        args.init, args.size, args.device, progress=progress)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
 def cmd_models(args: argparse.Namespace, config: Config) -> int:
     from jetkiosk.export.prepare import prepare
 
@@ -339,12 +460,13 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
 COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery, "verify": cmd_verify,
             "identify": cmd_identify, "embed": cmd_embed, "run": cmd_run, "listen": cmd_listen,
-            "models": cmd_models, "demo": cmd_demo}
+            "models": cmd_models, "demo": cmd_demo, "kiosk": cmd_kiosk, "styles": cmd_styles,
+            "stylize-image": cmd_stylize_image}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args, _config(args))

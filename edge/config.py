@@ -109,6 +109,26 @@ class MqttConfig:
 
 
 @dataclass
+class KioskConfig:
+    source: str = ""
+    output: str = "display://0"  # comma-separated: display://0, http://0.0.0.0:8080/, file://out.mp4
+    style: str = "starry_night"
+    rotation: str = ""  # comma-separated styles for rotation and keys (empty: every style)
+    rotate_every: float = 0.0  # seconds between style changes (0: no timer rotation)
+    width: int = 640  # processing width; the height follows the frame's aspect ratio
+    display_width: int = 0  # output size (0: the processing size)
+    display_height: int = 0
+    blend: float = 1.0  # 1: only the stylized frame, 0: only the original
+    keep_colors: bool = False  # the stylized luminance with the original colours
+    flicker: float = 0.6  # temporal smoothing of static areas (0: off), bench/stylize.py
+    flicker_motion: float = 12.0  # input change (0..255) above which a pixel is not smoothed
+    fps_overlay: bool = False
+    fullscreen: bool = True  # display:// windows
+    jpeg_quality: int = 80  # http:// MJPEG output
+    mqtt: bool = False  # style commands on <prefix>/style/set ([mqtt] settings)
+
+
+@dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -118,6 +138,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     run: RunConfig = field(default_factory=RunConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    kiosk: KioskConfig = field(default_factory=KioskConfig)
 
     @property
     def models_dir(self) -> Path:

@@ -23,3 +23,7 @@ class GalleryError(JetkioskError):
 
 class SourceError(JetkioskError):
     """A capture source cannot be opened or has failed."""
+
+
+class StyleError(JetkioskError):
+    """A style is unknown, or a frame size its network cannot take."""

@@ -2,7 +2,8 @@
 
 Live sources are read by a grabber thread that keeps only the newest frame, so a slow
 consumer drops frames instead of building lag. Files and image folders are read in order
-(every frame) unless ``?realtime=1`` asks for live pacing at the clip's frame rate.
+(every frame) unless ``?realtime=1`` asks for live pacing at the clip's frame rate;
+``?loop=1`` plays a clip again from the start when it ends (a kiosk showing a sample).
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def gstreamer_pipeline(uri: str, width: int = 1280, height: int = 720, fps: int 
 class _Capture(Source):
     """An OpenCV VideoCapture (file, V4L2, RTSP, GStreamer)."""
 
-    def __init__(self, uri: str, target, api: int):
+    def __init__(self, uri: str, target, api: int, loop: bool = False):
         self.uri = uri
+        self.loop = loop
         self.cap = cv2.VideoCapture(target, api)
         if not self.cap.isOpened():
             raise SourceError(f"{uri}: cannot open")
@@ -65,6 +67,8 @@ class _Capture(Source):
 
     def read(self) -> Optional[np.ndarray]:
         ok, frame = self.cap.read()
+        if not ok and self.loop and self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+            ok, frame = self.cap.read()
         return frame if ok and frame is not None else None
 
     def frames(self) -> Iterator[Frame]:
@@ -149,14 +153,15 @@ def open_source(uri: str) -> Source:
     """Open a frame source from its URI."""
     parts = urlsplit(uri)
     query = parse_qs(parts.query)
-    realtime = query.get("realtime", ["0"])[0] in ("1", "true", "yes")
+    realtime, loop = (query.get(key, ["0"])[0] in ("1", "true", "yes")
+                      for key in ("realtime", "loop"))
     if parts.scheme == "file":
         path = Path(parts.netloc + parts.path)
         if path.is_dir():
             return ImageFolder(uri, path)
         if not path.is_file():
             raise SourceError(f"{uri}: no such file or folder")
-        capture = _Capture(uri, str(path), cv2.CAP_ANY)
+        capture = _Capture(uri, str(path), cv2.CAP_ANY, loop)
         return LatestFrame(capture, pace=True) if realtime else capture
     if parts.scheme == "v4l2":
         return LatestFrame(_Capture(uri, parts.path or "/dev/video0", cv2.CAP_V4L2))

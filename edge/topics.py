@@ -55,6 +55,14 @@ class Topics:
     def recognition_state(self) -> str:
         return f"{self.prefix}/recognition/state"
 
+    @property
+    def kiosk_availability(self) -> str:
+        return f"{self.prefix}/kiosk/availability"
+
+    @property
+    def style_state(self) -> str:
+        return f"{self.prefix}/style/state"
+
     def events(self, camera: str) -> str:
         return f"{self.prefix}/{camera}/faces/events"
 

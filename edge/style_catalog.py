@@ -1,0 +1,64 @@
+"""The styles a kiosk can show: bundled ones and any trained into the models directory.
+
+A style is a ``style-<name>.json`` manifest (task ``style-transfer``) with its ONNX file;
+one in the models directory overrides a bundled one of the same name. Networks are loaded
+lazily, on first use, and kept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+from .errors import ModelError, StyleError
+from .manifest import load_manifest
+from .style_model import TASK, StyleModel
+
+BUNDLED = Path(__file__).parent / "styles"
+
+
+def _manifests(folder: Path) -> Dict[str, Path]:
+    found: Dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("style-*.json")):
+        try:
+            task = json.loads(path.read_text()).get("task")
+        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+            raise ModelError(f"{path}: style manifest is not a JSON object ({exc})") from exc
+        if task == TASK:
+            found[path.stem[len("style-"):]] = path
+    return found
+
+
+class StyleCatalog:
+    """Style name -> network, from the given folders (earlier folders win)."""
+
+    def __init__(self, folders: Iterable[Path], backend: str = "auto"):
+        self.backend = backend
+        self.paths: Dict[str, Path] = {}
+        for folder in reversed(list(folders)):
+            self.paths.update(_manifests(Path(folder)))
+        self._loaded: Dict[str, StyleModel] = {}
+
+    @property
+    def names(self) -> List[str]:
+        return sorted(self.paths)
+
+    def check(self, name: str) -> str:
+        if name not in self.paths:
+            raise StyleError(f"unknown style {name!r} (available: {', '.join(self.names)})")
+        return name
+
+    def get(self, name: str) -> StyleModel:
+        """The loaded network for ``name``; a corrupt model is a ModelError naming its file."""
+        if name not in self._loaded:
+            self._loaded[name] = StyleModel(load_manifest(self.paths[self.check(name)]),
+                                            self.backend)
+        return self._loaded[name]
+
+    def close(self) -> None:
+        for model in self._loaded.values():
+            model.close()
+        self._loaded.clear()
