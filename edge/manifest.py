@@ -72,10 +72,10 @@ class Manifest:
             raise ModelError(f"{model}: model file missing (named by {self.path})")
         digest = sha256_file(model)
         if digest != self.sha256:
-            raise ModelError(
-                f"{model}: sha256 {digest[:12]}... does not match manifest {self.sha256[:12]}..."
-                " (corrupt or replaced; run `jetkiosk models prepare --force`)"
-            )
+            fix = ("export the style again or reinstall jetkiosk" if self.task == "style-transfer"
+                   else "run `jetkiosk models prepare --force`")
+            raise ModelError(f"{model}: sha256 {digest[:12]}... does not match manifest "
+                             f"{self.sha256[:12]}... (corrupt or replaced; {fix})")
 
 
 def sha256_file(path: Path) -> str:

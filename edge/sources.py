@@ -62,7 +62,8 @@ class _Capture(Source):
         self.loop = loop
         self.cap = cv2.VideoCapture(target, api)
         if not self.cap.isOpened():
-            raise SourceError(f"{uri}: cannot open")
+            raise SourceError(f"{uri}: cannot open (unreadable video, or the device is "
+                              "missing or busy)")
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 30.0
 
     def read(self) -> Optional[np.ndarray]:

@@ -124,8 +124,8 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
         losses["total"].backward()
         optimizer.step()
         if step % 50 == 0:
-            bar.set_postfix(content=f"{float(losses['content']):.3g}",
-                            style=f"{float(losses['style']):.3g}")
+            bar.set_postfix(content=f"{losses['content'].item():.3g}",
+                            style=f"{losses['style'].item():.3g}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             _save(checkpoint, model, optimizer, sampler, step + 1, net_config, weights,
                   settings)

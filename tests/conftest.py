@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from jetkiosk.edge.config import Config, load_config
@@ -69,3 +71,25 @@ def demo_clip(tmp_path_factory):
     photos = demo.sample_photos()
     demo.make_clip(path, photos)
     return path, photos
+
+
+def noisy_frames(image: np.ndarray, count: int, sigma: float = 3.0, seed: int = 0):
+    """A static scene as a camera sees it: the same image with fresh sensor noise."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        noise = rng.normal(0.0, sigma, image.shape)
+        yield np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def still_clip(tmp_path_factory) -> Path:
+    """Two seconds of a static 640x360 scene (the astronaut) with sensor noise, MJPG AVI."""
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("still") / "still.avi"
+    image = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (640, 360))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30, (640, 360))
+    for frame in noisy_frames(image, 60):
+        writer.write(frame)
+    writer.release()
+    return path

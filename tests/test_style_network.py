@@ -1,0 +1,130 @@
+"""The style side of export/: the neural style cost, the network and its ONNX export,
+training with resumable checkpoints, Gatys optimisation, and the styles we ship."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from skimage import data
+
+from jetkiosk.edge.manifest import load_manifest, sha256_file
+from jetkiosk.edge.style_catalog import BUNDLED
+from jetkiosk.export.gatys import stylize_image
+from jetkiosk.export.style_loss import StyleCost, StyleWeights, content_cost, gram, style_layer_cost
+from jetkiosk.export.style_network import StyleNet, StyleNetConfig
+from jetkiosk.export.style_train import TrainSettings, export_style, train_style
+from jetkiosk.export.vgg19 import load_vgg19
+
+
+def test_gram_and_costs_follow_the_formulas():
+    a = torch.arange(24, dtype=torch.float32).reshape(1, 2, 3, 4)
+    flat = a.reshape(2, 12)
+    assert torch.equal(gram(a)[0], flat @ flat.T)
+    b = a + 1.0
+    assert float(content_cost(a, b)) == pytest.approx(0.5 * 24)
+    expected = float(((gram(a) - gram(b)) ** 2).sum()) / (2 * 3 * 4 * 2) ** 2
+    assert float(style_layer_cost(gram(a), b)) == pytest.approx(expected)
+    assert float(style_layer_cost(gram(a), a)) == 0.0
+
+
+def test_network_is_slim_fully_convolutional_and_keeps_the_size():
+    net = StyleNet(StyleNetConfig(width=16, blocks=2)).eval()
+    assert sum(p.numel() for p in net.parameters()) < sum(
+        p.numel() for p in StyleNet().parameters())
+    with torch.no_grad():
+        for h, w in ((64, 96), (37, 53), (128, 72)):
+            out = net(torch.rand(1, 3, h, w))
+            assert out.shape == (1, 3, h, w)
+            assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+def test_onnx_export_matches_pytorch_at_several_sizes(tmp_path):
+    torch.manual_seed(3)
+    net = StyleNet().eval()
+    for p in net.parameters():  # away from the identity-like init, like a trained net
+        p.data.add_(torch.randn_like(p) * 0.05)
+    manifest = export_style(net, tmp_path, "random", {"license": "MIT", "style_image": "none"})
+    assert manifest.task == "style-transfer" and manifest.sha256 == sha256_file(manifest.model_path)
+    onnx.checker.check_model(str(manifest.model_path))
+    session = ort.InferenceSession(str(manifest.model_path), providers=["CPUExecutionProvider"])
+    for h, w in ((64, 96), (360, 640), (120, 200)):
+        x = torch.rand(2, 3, h, w)
+        with torch.no_grad():
+            expected = net(x).numpy()
+        got = session.run(None, {"image": x.numpy()})[0]
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["starry_night", "mosaic", "hubble"])
+def test_shipped_styles_are_small_dynamic_and_documented(name):
+    manifest = load_manifest(BUNDLED / f"style-{name}.json")
+    manifest.verify()
+    assert manifest.model_path.stat().st_size <= 2 * 1024 * 1024
+    assert manifest.source["trained_by"].startswith("jetkiosk")
+    assert manifest.source["style_image"] and manifest.license
+    model = onnx.load(str(manifest.model_path))
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    session = ort.InferenceSession(str(manifest.model_path), providers=["CPUExecutionProvider"])
+    photo = data.astronaut()[:360, :480].astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+    out = session.run(None, {"image": photo})[0]
+    assert out.shape == photo.shape
+    # A style, not the identity and not a flat image.
+    assert np.abs(out - photo).mean() > 0.05 and out.std() > 0.05
+
+
+def _cost_on(model, cost, batch):
+    with torch.no_grad():
+        return float(cost(batch, model(batch))["total"])
+
+
+def test_training_lowers_the_cost_and_resumes_from_its_checkpoint(tmp_path):
+    style = data.hubble_deep_field()[:256, :256]
+    content = [data.astronaut(), data.coffee(), data.chelsea()]
+    settings = TrainSettings(steps=12, batch=2, crop=96, style_side=128, checkpoint_every=6)
+    config = StyleNetConfig(width=8, blocks=1)
+    checkpoint = tmp_path / "s.ckpt"
+    lines = []
+    cost = StyleCost(load_vgg19(), torch.from_numpy(style).permute(2, 0, 1)[None].float() / 255,
+                     StyleWeights())
+    batch = torch.from_numpy(np.stack([c[:96, :96] for c in content])).permute(0, 3, 1, 2)
+    batch = batch.float() / 255
+    torch.manual_seed(settings.seed)
+    before = _cost_on(StyleNet(config).eval(), cost, batch)
+    first = train_style(style, content, checkpoint, config, settings=settings, device="cpu",
+                        log=lines.append)
+    assert checkpoint.is_file()
+    state = torch.load(str(checkpoint), weights_only=False)
+    assert state["step"] == 12 and state["net_config"] == config.as_dict()
+    assert _cost_on(first, cost, batch) < before
+    settings.steps = 18
+    train_style(style, content, checkpoint, config, settings=settings, device="cpu",
+                log=lines.append)
+    assert any("resumed" in line and "step 12" in line for line in lines)
+    assert torch.load(str(checkpoint), weights_only=False)["step"] == 18
+
+
+def test_gatys_lowers_the_cost_from_content_and_from_noise():
+    content = data.astronaut()[::8, ::8]
+    style = data.hubble_deep_field()[::8, ::8]
+    for init in ("content", "noise"):
+        costs = []
+        out = stylize_image(content, style, steps=60, init=init, max_side=64, device="cpu",
+                            progress=lambda step, loss: costs.append(loss))
+        assert out.shape == content.shape and out.dtype == np.uint8
+        assert costs[-1] < costs[0] * 0.95, costs
+    with pytest.raises(ValueError):
+        stylize_image(content, style, steps=1, init="zeros")
+
+
+def test_manifest_names_its_source_json_round_trip(tmp_path):
+    net = StyleNet(StyleNetConfig(width=8, blocks=1))
+    manifest = export_style(net, tmp_path, "tiny", {"license": "CC0-1.0", "style_image": "x"})
+    data_ = json.loads(manifest.path.read_text())
+    assert data_["preprocess"]["multiple_of"] == 4 and data_["license"] == "CC0-1.0"
