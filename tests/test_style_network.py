@@ -114,9 +114,9 @@ def test_gatys_lowers_the_cost_from_content_and_from_noise():
     content = data.astronaut()[::8, ::8]
     style = data.hubble_deep_field()[::8, ::8]
     for init in ("content", "noise"):
-        costs = []
+        costs: list = []
         out = stylize_image(content, style, steps=60, init=init, max_side=64, device="cpu",
-                            progress=lambda step, loss: costs.append(loss))
+                            progress=lambda step, loss, costs=costs: costs.append(loss))
         assert out.shape == content.shape and out.dtype == np.uint8
         assert costs[-1] < costs[0] * 0.95, costs
     with pytest.raises(ValueError):
