@@ -5,9 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 $(STAMP): pyproject.toml
-	# The MQTT tests start their own Mosquitto and make certificates with openssl.
-	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
-		(apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients openssl)
+	# The MQTT tests start their own Mosquitto and make certificates with openssl; the
+	# kiosk tests need a real X server (Xvfb) and a real browser (Debian's Chromium).
+	(command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto) && \
+		command -v Xvfb >/dev/null && command -v chromium >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			mosquitto mosquitto-clients openssl xvfb chromium)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch (the machine's pip config finds it on disk; a bare `torch`

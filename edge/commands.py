@@ -50,7 +50,8 @@ class CommandRouter:
     def handle(self, target: str, message: mqtt.MQTTMessage) -> None:
         command: Dict[str, Any] = {}
         try:
-            command = self._parse(target, bytes(message.payload))
+            command = self._decode(bytes(message.payload))
+            self._check(target, command)
             result = self.actions[(target, command["action"])](command)
         except CommandError as exc:
             self.refused += 1
@@ -67,13 +68,18 @@ class CommandRouter:
         log.info("command on %s: %s done", message.topic, command["action"])
         self._reply(message, target, command, ok=True, result=result)
 
-    def _parse(self, target: str, payload: bytes) -> Dict[str, Any]:
+    def _decode(self, payload: bytes) -> Dict[str, Any]:
         if len(payload) > self.max_bytes:
             raise CommandError(f"command is {len(payload)} bytes; the limit is {self.max_bytes}")
         try:
             command = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise CommandError(f"command is not valid UTF-8 JSON ({exc})") from None
+        if not isinstance(command, dict):
+            raise CommandError("command must be a JSON object")
+        return command
+
+    def _check(self, target: str, command: Dict[str, Any]) -> None:
         try:
             validator("command")(command)
         except fastjsonschema.JsonSchemaException as exc:
@@ -82,12 +88,16 @@ class CommandRouter:
         if command["action"] not in allowed:
             raise CommandError(f"action {command['action']!r} is not allowed on {target} "
                                f"(allowed: {', '.join(allowed)})")
-        return command
 
     def _reply(self, message: mqtt.MQTTMessage, target: str, command: Dict[str, Any],
                ok: bool, error: Optional[str] = None,
                result: Optional[Dict[str, Any]] = None) -> None:
-        request_id = command.get("request_id") if isinstance(command, dict) else None
-        payload = encode(response(target, command.get("action"), request_id, ok, error, result))
+        # A refused command's id and action are echoed only when they are well formed.
+        request_id = command.get("request_id")
+        if not isinstance(request_id, str) or len(request_id) > 64:
+            request_id = None
+        action = command.get("action")
+        payload = encode(response(target, action if isinstance(action, str) else None,
+                                  request_id, ok, error, result))
         topic, props = reply_properties(message)
         self.link.send(topic or self.topics.response, payload, qos=1, properties=props)

@@ -78,7 +78,7 @@ def send(broker: Mosquitto, topic: str, payload: bytes, properties=None, protoco
 
 def test_every_schema_is_valid_draft_7():
     files = sorted(SCHEMAS.glob("*.schema.json"))
-    assert len(files) == 6
+    assert len(files) == 7
     for path in files:
         jsonschema.Draft7Validator.check_schema(json.loads(path.read_text()))
 
@@ -134,7 +134,7 @@ def test_bad_commands_get_replies_and_never_disturb_the_loop(node_config, analyz
         ("gallery", b'{"action": "explode"}', "invalid command: data.action must be one of"),
         ("gallery", b'{"action": "reload", "extra": 1}', "must not contain {'extra'}"),
         ("gallery", b'{"action": "enable"}', "'enable' is not allowed on gallery"),
-        ("gallery", b'["reload"]', "data must be object"),
+        ("gallery", b'["reload"]', "command must be a JSON object"),
     ]
     for target, payload, _ in bad:
         send(broker, f"{PREFIX}/{target}/set", payload)

@@ -1,0 +1,115 @@
+"""The kiosk's style commands on a real Mosquitto: a style/set takes effect on the frames
+shown, the retained style state follows (checked against its JSON Schema), and bad
+commands are refused with a reply while the kiosk keeps running."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import jsonschema
+import numpy as np
+import pytest
+
+from jetkiosk.edge.config import Config
+from jetkiosk.edge.kiosk_service import KioskService
+from jetkiosk.edge.messages import schema
+from jetkiosk.edge.outputs import Output
+from jetkiosk.edge.style_catalog import BUNDLED
+from mosquitto import Mosquitto, Subscriber
+
+PREFIX = "jetkiosk/kiosk1"
+
+
+class Recorder(Output):
+    """Keeps the last frame shown (the kiosk's real outputs are tested on real screens)."""
+
+    uri = "recorder://"
+
+    def __init__(self):
+        self.frames = 0
+        self.last = None
+
+    def show(self, frame):
+        self.last, self.frames = frame.copy(), self.frames + 1
+        return -1
+
+
+@pytest.fixture
+def broker(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    yield broker
+    broker.stop()
+
+
+def kiosk_config(config, broker, still_clip, models):
+    values = {"kiosk.source": f"file://{still_clip}?loop=1", "kiosk.output": "file:///dev/null",
+              "kiosk.style": "hubble", "kiosk.width": 320, "kiosk.mqtt": True,
+              "mqtt.broker": broker.uri, "mqtt.node": "kiosk1", "mqtt.stats_interval": 0.5,
+              "models.dir": str(models)}
+    for key, value in values.items():
+        section, field = key.split(".")
+        setattr(getattr(config, section), field, value)
+    return config
+
+
+def send(subscriber, target, payload):
+    subscriber.client.publish(f"{PREFIX}/{target}/set", payload, qos=1).wait_for_publish(10)
+
+
+def test_style_command_switches_the_kiosk_and_bad_ones_get_replies(broker, still_clip,
+                                                                   tmp_path):
+    # A corrupt style in the models folder: refused on request, the kiosk goes on.
+    models = tmp_path / "models"
+    models.mkdir()
+    manifest = json.loads((BUNDLED / "style-mosaic.json").read_text())
+    manifest.update(name="style-broken", file="style-broken.onnx")
+    (models / "style-broken.json").write_text(json.dumps(manifest))
+    (models / "style-broken.onnx").write_bytes(b"not a model")
+    service = KioskService(kiosk_config(Config(), broker, still_clip, models))
+    recorder = Recorder()
+    service.kiosk.outputs = [recorder]
+    subscriber = Subscriber(broker.port, f"{PREFIX}/#")
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    try:
+        def state():
+            found = subscriber.payloads("/style/state")
+            return json.loads(found[-1]) if found else None
+
+        assert subscriber.wait(lambda: state() and state()["frames"] > 0)
+        jsonschema.validate(state(), schema("style_state"))
+        assert state()["style"] == "hubble" and "broken" in state()["styles"]
+        before = recorder.last.astype(np.float32)
+
+        send(subscriber, "style", b'{"action": "set", "style": "mosaic", "request_id": "r1"}')
+        assert subscriber.wait(lambda: state()["style"] == "mosaic")
+        frames = recorder.frames
+        assert subscriber.wait(lambda: recorder.frames > frames + 2)
+        assert np.abs(recorder.last.astype(np.float32) - before).mean() > 20  # it shows
+
+        replies = lambda: [json.loads(p) for p in subscriber.payloads("/response")]
+        send(subscriber, "style", b'{"action": "set", "style": "cubism", "request_id": "r2"}')
+        send(subscriber, "style", b'{"action": "set", "style": "broken", "request_id": "r3"}')
+        send(subscriber, "style", b'{"action": "set", "request_id": "r4"}')
+        send(subscriber, "style", b'{"action": "enable", "request_id": "r5"}')
+        send(subscriber, "style", b"\xff not json")
+        assert subscriber.wait(lambda: len(replies()) >= 6)
+        by_id = {r["request_id"]: r for r in replies()}
+        for reply in replies():
+            jsonschema.validate(reply, schema("response"))
+        assert by_id["r1"]["ok"] and by_id["r1"]["result"] == {"style": "mosaic"}
+        assert not by_id["r2"]["ok"] and "unknown style 'cubism' (available: broken, hubble, " \
+            "mosaic, starry_night)" in by_id["r2"]["error"]
+        assert not by_id["r3"]["ok"] and "style-broken.onnx: sha256" in by_id["r3"]["error"]
+        assert not by_id["r4"]["ok"] and "needs \"style\"" in by_id["r4"]["error"]
+        assert not by_id["r5"]["ok"] and "'enable' is not allowed on style" in by_id["r5"]["error"]
+        assert any("not valid UTF-8 JSON" in (r["error"] or "") for r in replies())
+        assert state()["style"] == "mosaic" and runner.is_alive()
+        assert subscriber.payloads("/kiosk/availability")[-1] == b"online"
+    finally:
+        service.kiosk.stop.set()
+        runner.join(20)
+        assert not runner.is_alive()
+    assert subscriber.wait(lambda: subscriber.payloads("/kiosk/availability")[-1] == b"offline")
+    subscriber.close()
