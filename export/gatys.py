@@ -18,17 +18,21 @@ from .vgg19 import load_vgg19
 
 def stylize_image(content_rgb: np.ndarray, style_rgb: np.ndarray, steps: int = 300,
                   init: str = "content", max_side: int = 512, device: str = "auto",
-                  weights: Optional[StyleWeights] = None, seed: int = 0,
+                  weights: Optional[StyleWeights] = None, seed: int = 0, style_side: int = 512,
                   progress: Callable[[int, float], None] = lambda step, loss: None,
                   ) -> np.ndarray:
-    """Gradient descent (L-BFGS) on G, initialised from the content image or noise."""
+    """Gradient descent (L-BFGS) on G, initialised from the content image or noise.
+
+    The style image's Grams are taken at ``style_side`` (its long side), as in training, so
+    the result optimises the same cost the fast networks are trained and judged on.
+    """
     if init not in ("content", "noise"):
         raise ValueError(f"init must be content or noise, not {init!r}")
     weights = weights or StyleWeights()
     dev = pick_device(device)
     torch.manual_seed(seed)
     content = to_tensor(content_rgb, max_side).to(dev)
-    cost = StyleCost(load_vgg19().to(dev), to_tensor(style_rgb, max_side).to(dev), weights)
+    cost = StyleCost(load_vgg19().to(dev), to_tensor(style_rgb, style_side).to(dev), weights)
     start = content.clone() if init == "content" else torch.rand_like(content)
     # Optimise in logit space so G stays in 0..1 without clamping the gradient away.
     logits = torch.logit(start.clamp(1e-3, 1 - 1e-3)).requires_grad_(True)

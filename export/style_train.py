@@ -37,6 +37,11 @@ class TrainSettings:
     style_side: int = 512  # the style image's long side for its Grams
     checkpoint_every: int = 250
     seed: int = 0
+    # Stability (Gupta et al. 2017): weight of mean((f(x) - f(x + n))^2), n ~ N(0, noise^2),
+    # output in 0..1. Networks otherwise turn camera noise into shimmer; bench/stylize.py
+    # measures the flicker. 1e13 puts it near the style term while the shimmer is large.
+    stability: float = 1e13
+    noise: float = 0.03
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -119,13 +124,17 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * 0.1
         batch = sampler.batch(settings.batch).to(dev, non_blocking=True)
-        losses = cost(batch, model(batch))
+        out = model(batch)
+        losses = cost(batch, out)
+        if settings.stability:
+            noisy = (batch + settings.noise * torch.randn_like(batch)).clamp(0.0, 1.0)
+            losses["stability"] = ((model(noisy) - out) ** 2).mean()
+            losses["total"] = losses["total"] + settings.stability * losses["stability"]
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
         if step % 50 == 0:
-            bar.set_postfix(content=f"{losses['content'].item():.3g}",
-                            style=f"{losses['style'].item():.3g}")
+            bar.set_postfix({k: f"{v.item():.3g}" for k, v in losses.items() if k != "total"})
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             _save(checkpoint, model, optimizer, sampler, step + 1, net_config, weights,
                   settings)
@@ -196,13 +205,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--width", type=int, default=StyleNetConfig.width)
     parser.add_argument("--blocks", type=int, default=StyleNetConfig.blocks)
     parser.add_argument("--beta", type=float, default=StyleWeights.beta)
+    parser.add_argument("--stability", type=float, default=TrainSettings.stability,
+                        help="weight of the noise-stability cost (0: off)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--preview", type=Path, help="stylize this image into <out>/<name>.png")
     args = parser.parse_args(argv)
     content = folder_images(args.content) if args.content else default_content()
     net_config = StyleNetConfig(args.width, args.blocks)
     weights = StyleWeights(beta=args.beta)
-    settings = TrainSettings(steps=args.steps, batch=args.batch)
+    settings = TrainSettings(steps=args.steps, batch=args.batch, stability=args.stability)
     model = train_style(read_rgb(args.style), content, args.out / f"{args.name}.ckpt",
                         net_config, weights, settings, args.device)
     source = {"style_image": args.origin or args.style.name, "license": args.license,

@@ -121,7 +121,7 @@ def test_flicker_control_steadies_a_static_scene(catalog, style):
     frames = list(noisy_frames(ASTRONAUT, 12))
     raw = _consecutive_mad(Stylizer(catalog, style, 640), frames)
     steady = _consecutive_mad(Stylizer(catalog, style, 640, flicker=FlickerFilter()), frames)
-    assert steady < 0.6 * raw, (raw, steady)
+    assert steady < 0.7 * raw, (raw, steady)
 
 
 def test_flicker_control_lets_motion_through(catalog):
