@@ -104,7 +104,10 @@ def test_mjpeg_page_in_headless_chromium_shows_frames_that_change(still_clip, tm
         first = None
         deadline = time.monotonic() + 30
         while first is None and time.monotonic() < deadline:
-            first = browser.evaluate(sample)
+            try:
+                first = browser.evaluate(sample)
+            except RuntimeError:  # the page's JavaScript context is not up yet
+                pass
             time.sleep(0.2)
         assert first is not None, "the page's image never loaded"
         assert (first["w"], first["h"]) == (320, 180)
