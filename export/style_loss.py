@@ -1,6 +1,6 @@
 """The neural style cost: J(G) = alpha J_content(C, G) + beta J_style(S, G) + tv TV(G).
 
-J_content = 1/2 ||a[l](C) - a[l](G)||^2 on one VGG19 layer (averaged over the batch), and
+J_content = 1/2 ||a[l](C) - a[l](G)||^2 on one VGG layer (averaged over the batch), and
 J_style = sum_l lambda_l / (2 nH nW nC)^2 ||Gram_l(S) - Gram_l(G)||_F^2, as in the course
 notes of Gatys et al.'s method.
 """
@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 import torch
 
-from .vgg19 import VGG19
+from .loss_network import VGG
 
 
 @dataclass
@@ -56,7 +56,7 @@ def total_variation(g: torch.Tensor) -> torch.Tensor:
 class StyleCost:
     """Precomputes the style image's Grams (at the generated image's size) once."""
 
-    def __init__(self, vgg: VGG19, style_rgb: torch.Tensor, weights: StyleWeights):
+    def __init__(self, vgg: VGG, style_rgb: torch.Tensor, weights: StyleWeights):
         self.vgg, self.weights = vgg, weights
         with torch.no_grad():
             feats = vgg(style_rgb, weights.style_layers)

