@@ -102,10 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     styles = sub.add_parser("styles", help="list styles; train a new one")
     styles_sub = styles.add_subparsers(dest="action", required=True)
     _common(styles_sub.add_parser("list", help="styles the kiosk can show"))
-    train = styles_sub.add_parser("train", help="train a style network (needs the export "
-                                  "extra), e.g. styles train --style painting.jpg --name mine")
-    train.add_argument("args", nargs=argparse.REMAINDER,
-                       help="options of python -m jetkiosk.export.style_train")
+    # `styles train ARGS` goes to export/style_train.py's own parser (main() hands it over).
+    styles_sub.add_parser("train", help="train a style network (export extra): styles train "
+                          "--style painting.jpg --name mine [...]; styles train --help")
 
     still = sub.add_parser("stylize-image", help="stylize one image: Gatys optimisation "
                            "(slow, best) or a style network")
@@ -378,10 +377,6 @@ def cmd_kiosk(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_styles(args: argparse.Namespace, config: Config) -> int:
-    if args.action == "train":
-        from jetkiosk.export.style_train import main as train_main
-
-        return train_main(args.args)
     from .manifest import load_manifest
     from .style_catalog import BUNDLED, StyleCatalog
 
@@ -467,12 +462,31 @@ COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery, "verify": cmd_verify,
             "stylize-image": cmd_stylize_image}
 
 
+def _train_style(argv: List[str]) -> int:
+    """`styles train ARGS`: the export side's own parser takes every argument."""
+    try:
+        from jetkiosk.export.style_train import main as train_main
+    except ImportError as exc:
+        raise JetkioskError(f"styles train needs the export extra "
+                            f"(pip install 'jetkiosk[export]'): {exc}") from None
+    return train_main(argv)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    if argv[:2] == ["styles", "train"]:
+        def run() -> int:
+            return _train_style(argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
+
+        def run() -> int:
+            return COMMANDS[args.command](args, _config(args))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return COMMANDS[args.command](args, _config(args))
+        return run()
     except JetkioskError as exc:
         print(f"jetkiosk: error: {exc}", file=sys.stderr)
         return 2

@@ -197,7 +197,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from .style_images import default_content, folder_images, read_rgb, to_rgb, to_tensor
 
-    parser = argparse.ArgumentParser(description="train a style network, export ONNX")
+    parser = argparse.ArgumentParser(prog="jetkiosk styles train",
+                                     description="train a style network, export ONNX")
     parser.add_argument("--style", type=Path, required=True, help="style image")
     parser.add_argument("--name", required=True)
     parser.add_argument("--license", default="see source", help="the style image's licence")
