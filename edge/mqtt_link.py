@@ -66,7 +66,9 @@ class MqttLink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.connected = threading.Event()
+        self._unacked_subs: Set[int] = set()  # SUBSCRIBE message ids awaiting SUBACK
         self.last_error: Optional[str] = None
         self.fatal = False  # the last failure needs a configuration change
         self.rejected = 0  # messages the broker refused (MQTT 5 reason codes)
@@ -113,7 +115,7 @@ class MqttLink:
         """Call ``handler`` (in the link thread) for each message; subscribed on every connect."""
         self._subs[topic_filter] = handler
         if self.connected.is_set():
-            self.client.subscribe(topic_filter, qos=1)
+            self._unacked_subs.add(self.client.subscribe(topic_filter, qos=1)[1])
 
     def on_connected(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` in the link thread after each successful connection."""
@@ -128,10 +130,11 @@ class MqttLink:
         return self
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once connected; False on timeout; MqttError when retrying cannot help."""
+        """True once connected with every subscription acknowledged; False on timeout;
+        MqttError when retrying cannot help."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.connected.wait(0.05):
+            if self.connected.wait(0.05) and not self._unacked_subs:
                 return True
             if self.fatal:
                 raise MqttError(self.last_error or "cannot connect")
@@ -288,11 +291,15 @@ class MqttLink:
         self.last_error, self.fatal = None, False
         with self._lock:
             self._dirty.update(self._states)
+        self._unacked_subs.clear()
         if self._subs:
-            client.subscribe([(topic, 1) for topic in self._subs])
+            self._unacked_subs.add(client.subscribe([(topic, 1) for topic in self._subs])[1])
         self._just_connected = True
         self._more.set()
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._unacked_subs.discard(mid)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self.connected.is_set()

@@ -43,15 +43,18 @@ def received_ids(subscriber: Subscriber) -> list:
 
 
 def test_outbox_drains_in_order_when_the_broker_comes_up(tmp_path):
-    broker = Mosquitto(tmp_path / "broker")  # not started yet: the broker is away
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()  # register a persistent subscriber session, so nothing depends on who connects first
+    Subscriber(broker.port, TOPIC, client_id="dashboard").close()
+    broker.stop()  # now the broker is away
     link = open_link(broker, tmp_path / "outbox.db")
     for i in range(300):
         link.put(TOPIC, event(i))
     assert link.outbox.depth == 300 and not link.connected.is_set()
     broker.start()
     try:
-        subscriber = Subscriber(broker.port, TOPIC, persistent=False)
         assert link.wait_connected(30)
+        subscriber = Subscriber(broker.port, TOPIC, client_id="dashboard")
         assert subscriber.wait(lambda: len(received_ids(subscriber)) >= 300)
         assert received_ids(subscriber) == list(range(300))  # in order, each once
         assert subscriber.wait(lambda: link.outbox.depth == 0)
