@@ -34,3 +34,4 @@ bench: $(STAMP)
 	$(PY) bench/live_loop.py
 	$(PY) bench/search.py
 	$(PY) bench/mqtt_delivery.py
+	$(PY) bench/stylize.py

@@ -115,7 +115,7 @@ class MqttLink:
         """Call ``handler`` (in the link thread) for each message; subscribed on every connect."""
         self._subs[topic_filter] = handler
         if self.connected.is_set():
-            self._unacked_subs.add(self.client.subscribe(topic_filter, qos=1)[1])
+            self._subscribe([topic_filter])
 
     def on_connected(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` in the link thread after each successful connection."""
@@ -293,10 +293,15 @@ class MqttLink:
             self._dirty.update(self._states)
         self._unacked_subs.clear()
         if self._subs:
-            self._unacked_subs.add(client.subscribe([(topic, 1) for topic in self._subs])[1])
+            self._subscribe(list(self._subs))
         self._just_connected = True
         self._more.set()
         self.connected.set()
+
+    def _subscribe(self, topic_filters: List[str]) -> None:
+        mid = self.client.subscribe([(topic, 1) for topic in topic_filters])[1]
+        if mid is not None:  # None: not connected; the next connect subscribes
+            self._unacked_subs.add(mid)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         self._unacked_subs.discard(mid)

@@ -64,7 +64,10 @@ def test_outbox_drains_in_order_when_the_broker_comes_up(tmp_path):
         broker.stop()
 
 
-def test_broker_killed_mid_stream_loses_none_of_1000_events(broker, tmp_path):
+def test_broker_killed_mid_stream_loses_no_event_it_had_not_acknowledged(broker, tmp_path):
+    """QoS 1 hands an event over at PUBACK. Mosquitto acknowledges before it has saved or
+    forwarded, so a SIGKILL can lose the last few events it had acknowledged (seen: 12 of 1000
+    on a loaded machine); every event it had not acknowledged must arrive."""
     subscriber = Subscriber(broker.port, TOPIC, client_id="door-controller", persistent=True)
     link = open_link(broker, tmp_path / "outbox.db")
     assert link.wait_connected(10)
@@ -73,11 +76,15 @@ def test_broker_killed_mid_stream_loses_none_of_1000_events(broker, tmp_path):
         if i == 400:
             assert subscriber.wait(lambda: len(received_ids(subscriber)) > 100)
             broker.kill()  # SIGKILL: no final save, no goodbye to anyone
+            unacknowledged = [json.loads(m.payload)["n"] for m in link.outbox.peek(limit=1000)]
         if i == 600:
             broker.start()  # same port, same persistence directory
         time.sleep(0.002)
-    assert subscriber.wait(lambda: set(received_ids(subscriber)) >= set(range(1000)), 60), \
-        f"missing: {sorted(set(range(1000)) - set(received_ids(subscriber)))[:20]}"
+    first_kept = min(unacknowledged, default=401)
+    assert subscriber.wait(lambda: set(received_ids(subscriber)) >= set(range(first_kept, 1000)),
+                           60), f"missing: {sorted(set(range(1000)) - set(received_ids(subscriber)))}"
+    lost = set(range(1000)) - set(received_ids(subscriber))
+    assert lost <= set(range(first_kept - 64, first_kept)), f"lost {sorted(lost)}"  # 64 in flight
     assert link.connections >= 2  # it really reconnected
     assert subscriber.wait(lambda: link.outbox.depth == 0)
     link.close()
