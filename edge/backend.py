@@ -1,19 +1,25 @@
 """The inference backend interface and its registry of implementations, chosen by name.
 
 A backend loads one model from its manifest, reports its input/output specs and runs a
-batch. ONNX Runtime implements it here; TensorRT will implement it too. Backends register
-under a name, like Frigate's detector plugins, and are imported only when asked for.
+batch. ONNX Runtime and TensorRT implement it. Backends register under a name, like
+Frigate's detector plugins, and are imported only when asked for; "auto" picks TensorRT
+when it (and pycuda) import, else ONNX Runtime.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Callable, Dict, List, Mapping
+import logging
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from .config import ModelsConfig
 from .errors import ConfigError
 from .manifest import Manifest, TensorSpec
+
+log = logging.getLogger(__name__)
 
 
 class Backend:
@@ -21,8 +27,9 @@ class Backend:
 
     precision = "fp32"
 
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: Manifest, settings: Optional[ModelsConfig] = None):
         self.manifest = manifest
+        self.settings = settings or ModelsConfig()
 
     def describe(self) -> str:
         """Backend and device, for logs and ``stats``."""
@@ -48,6 +55,7 @@ class Backend:
 # matters to those who ask for it.
 _REGISTRY: Dict[str, str] = {
     "onnxruntime": "jetkiosk.edge.backend_onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "jetkiosk.edge.backend_tensorrt:TensorRTBackend",
 }
 
 
@@ -55,15 +63,28 @@ def backend_names() -> List[str]:
     return sorted(_REGISTRY) + ["auto"]
 
 
-def _factory(name: str) -> Callable[[Manifest], Backend]:
+def _factory(name: str) -> Callable[[Manifest, Optional[ModelsConfig]], Backend]:
     module, attr = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def load_backend(name: str, manifest: Manifest) -> Backend:
-    """Load ``manifest``'s model with the backend called ``name`` ("auto" picks the best)."""
+@functools.lru_cache(maxsize=None)
+def resolve(name: str) -> str:
+    """A backend name, with "auto" made concrete: TensorRT when it imports, else ONNX Runtime."""
     if name == "auto":
-        name = "onnxruntime"
+        try:
+            importlib.import_module("jetkiosk.edge.tensorrt_adapter")
+        except ImportError as exc:
+            log.debug("TensorRT not usable (%s); using ONNX Runtime", exc)
+            return "onnxruntime"
+        return "tensorrt"
     if name not in _REGISTRY:
-        raise ConfigError(f"backend: unknown {name!r}; choose one of {', '.join(backend_names())}")
-    return _factory(name)(manifest)
+        raise ConfigError(f"models.backend: unknown {name!r}; choose one of "
+                          f"{', '.join(backend_names())}")
+    return name
+
+
+def load_backend(name: str, manifest: Manifest, settings: Optional[ModelsConfig] = None
+                 ) -> Backend:
+    """Load ``manifest``'s model with the backend called ``name`` ("auto" picks the best)."""
+    return _factory(resolve(name))(manifest, settings)

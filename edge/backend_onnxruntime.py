@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import onnxruntime as ort
 
 from .backend import Backend
-from .errors import ModelError
+from .config import ModelsConfig
+from .errors import ConfigError, ModelError
 from .manifest import Manifest
 
 
@@ -21,8 +22,11 @@ def _providers() -> List[str]:
 class OnnxRuntimeBackend(Backend):
     """Runs an ONNX model with ONNX Runtime; checks the file against its manifest first."""
 
-    def __init__(self, manifest: Manifest):
-        super().__init__(manifest)
+    def __init__(self, manifest: Manifest, settings: Optional[ModelsConfig] = None):
+        super().__init__(manifest, settings)
+        if self.settings.precision == "fp16":
+            raise ConfigError("models.precision: fp16 needs the tensorrt backend (ONNX Runtime "
+                              "on the CPU runs fp32 or int8)")
         manifest.verify()
         options = ort.SessionOptions()
         # Detector and encoder alternate on few cores: a pool spinning after its run would
@@ -41,6 +45,10 @@ class OnnxRuntimeBackend(Backend):
                 f"{manifest.model_path}: inputs {sorted(names)} differ from manifest {sorted(expected)}"
             )
         self._outputs = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def precision(self) -> str:  # type: ignore[override]
+        return "int8" if "quantized_from" in self.manifest.source else "fp32"
 
     def describe(self) -> str:
         return f"onnxruntime ({self.session.get_providers()[0]})"

@@ -400,7 +400,7 @@ def cmd_stylize_image(args: argparse.Namespace, config: Config) -> int:
     if args.method == "network":
         from .style_catalog import BUNDLED, StyleCatalog
 
-        catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend)
+        catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend, config.models)
         scale = min(1.0, args.size / max(content.shape[:2]))
         model = catalog.get(args.style)
         w, h = model.check_size(round(content.shape[1] * scale), round(content.shape[0] * scale))

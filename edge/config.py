@@ -28,9 +28,18 @@ def data_dir() -> Path:
 @dataclass
 class ModelsConfig:
     dir: str = ""  # empty: <data dir>/models
-    backend: str = "auto"  # onnxruntime | auto
+    backend: str = "auto"  # onnxruntime | tensorrt | auto (TensorRT when it imports)
+    precision: str = "fp32"  # fp32 | fp16 (TensorRT) | int8 (a variant made by `jetkiosk quantize`)
     detector: str = "retinaface-mnet025"
     encoder: str = "facenet-casia"
+    engine_dir: str = ""  # TensorRT engine cache; empty: <data dir>/engines
+    build_engines: bool = True  # TensorRT: build a missing or stale engine at load (minutes)
+    dla_core: int = -1  # TensorRT on Xavier/Orin: DLA core with GPU fallback; -1: GPU
+    workspace_mb: int = 1024  # TensorRT builder workspace limit
+
+    @property
+    def engines(self) -> Path:
+        return Path(self.engine_dir) if self.engine_dir else data_dir() / "engines"
 
 
 @dataclass

@@ -9,13 +9,13 @@ from typing import List, Optional
 import numpy as np
 
 from .align import Aligner
-from .backend import load_backend
+from .backend import load_backend, resolve
 from .config import Config
 from .detection import Detection
 from .detector import FaceDetector
 from .encoder import FaceEncoder
 from .errors import ModelError
-from .manifest import Manifest, load_manifest, manifest_path
+from .manifest import Manifest, load_precision, manifest_path
 from .quality import QualityGate
 
 log = logging.getLogger(__name__)
@@ -38,21 +38,23 @@ class FaceAnalyzer:
         models = config.models_dir
         if not models.is_dir():
             raise ModelError(f"{models}: models directory missing (run `jetkiosk models prepare`)")
-        det_manifest = self._manifest(models, config.models.detector, "face-detector")
-        self.encoder_manifest: Manifest = self._manifest(models, config.models.encoder,
+        det_manifest = self._manifest(config, config.models.detector, "face-detector")
+        self.encoder_manifest: Manifest = self._manifest(config, config.models.encoder,
                                                          "face-encoder")
         self.detector = FaceDetector(
-            load_backend(config.models.backend, det_manifest),
+            load_backend(config.models.backend, det_manifest, config.models),
             config.detector.score_threshold, config.detector.nms_threshold,
             config.detector.max_side)
         self.aligner = Aligner(self.encoder_manifest.preprocess)
-        self.encoder = FaceEncoder(load_backend(config.models.backend, self.encoder_manifest),
+        self.encoder = FaceEncoder(load_backend(config.models.backend, self.encoder_manifest,
+                                                config.models),
                                    flip=config.encoder.flip, max_batch=config.encoder.max_batch)
         self.gate = QualityGate(config.quality)
 
     @staticmethod
-    def _manifest(models, name: str, task: str) -> Manifest:
-        manifest = load_manifest(manifest_path(models, name))
+    def _manifest(config: Config, name: str, task: str) -> Manifest:
+        manifest = load_precision(manifest_path(config.models_dir, name), config.models.precision,
+                                  resolve(config.models.backend))
         if manifest.task != task:
             raise ModelError(f"{manifest.path}: is a {manifest.task}, expected a {task}")
         return manifest

@@ -32,7 +32,8 @@ class KioskService:
     def __init__(self, config: Config):
         k = config.kiosk
         self.config = config
-        self.catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend)
+        self.catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend,
+                                   config.models)
         try:
             flicker = FlickerFilter(k.flicker, k.flicker_motion) if k.flicker > 0 else None
         except ValueError as exc:

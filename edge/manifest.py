@@ -53,7 +53,9 @@ class Manifest:
     @property
     def fingerprint(self) -> str:
         """Identity of the encodings this model makes: weights plus preprocessing."""
-        blob = json.dumps({"sha256": self.sha256, "preprocess": self.preprocess}, sort_keys=True)
+        # A quantized variant that passed its accuracy gate makes the same encodings.
+        sha = self.source.get("quantized_from", {}).get("sha256", self.sha256)
+        blob = json.dumps({"sha256": sha, "preprocess": self.preprocess}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
@@ -123,3 +125,28 @@ def load_manifest(path: Path) -> Manifest:
 
 def manifest_path(models_dir: Path, name: str) -> Path:
     return Path(models_dir) / f"{name}.json"
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def variant_path(path: Path, form: str) -> Path:
+    """``x.json`` -> ``x.<form>.json`` (``int8``, ``int8-cpu``); fp32/fp16 use ``x.json``."""
+    path = Path(path)
+    return path if form in ("fp32", "fp16") else path.with_name(f"{path.stem}.{form}.json")
+
+
+def load_precision(path: Path, precision: str, backend: str) -> Manifest:
+    """The manifest to run ``path``'s model at ``precision`` on ``backend``: INT8 on ONNX
+    Runtime is the ``int8-cpu`` QDQ variant, on TensorRT the ``int8`` one."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"models.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        form = "int8" if backend == "tensorrt" else "int8-cpu"
+        variant = variant_path(path, form)
+        if not variant.is_file():
+            raise ModelError(f"{variant}: no {form} variant of {Path(path).stem} (run `jetkiosk "
+                             f"quantize {Path(path).stem}`; it is written only when it passes its "
+                             "accuracy gate)")
+        return load_manifest(variant)
+    return load_manifest(path)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
+from .backend import resolve
+from .config import ModelsConfig
 from .errors import ModelError, StyleError
-from .manifest import load_manifest
+from .manifest import load_precision
 from .style_model import TASK, StyleModel
 
 BUNDLED = Path(__file__).parent / "styles"
@@ -23,6 +25,8 @@ def _manifests(folder: Path) -> Dict[str, Path]:
     if not folder.is_dir():
         return found
     for path in sorted(folder.glob("style-*.json")):
+        if "." in path.stem:  # a quantized variant (style-x.int8.json) or a gate report
+            continue
         try:
             task = json.loads(path.read_text()).get("task")
         except (ValueError, UnicodeDecodeError, AttributeError) as exc:
@@ -35,8 +39,10 @@ def _manifests(folder: Path) -> Dict[str, Path]:
 class StyleCatalog:
     """Style name -> network, from the given folders (earlier folders win)."""
 
-    def __init__(self, folders: Iterable[Path], backend: str = "auto"):
+    def __init__(self, folders: Iterable[Path], backend: str = "auto",
+                 settings: Optional[ModelsConfig] = None):
         self.backend = backend
+        self.settings = settings or ModelsConfig()
         self.paths: Dict[str, Path] = {}
         for folder in reversed(list(folders)):
             self.paths.update(_manifests(Path(folder)))
@@ -54,9 +60,16 @@ class StyleCatalog:
     def get(self, name: str) -> StyleModel:
         """The loaded network for ``name``; a corrupt model is a ModelError naming its file."""
         if name not in self._loaded:
-            self._loaded[name] = StyleModel(load_manifest(self.paths[self.check(name)]),
-                                            self.backend)
+            manifest = load_precision(self.paths[self.check(name)], self.settings.precision,
+                                      resolve(self.backend))
+            self._loaded[name] = StyleModel(manifest, self.backend, self.settings)
         return self._loaded[name]
+
+    def add(self, model: StyleModel) -> None:
+        """Offer an already-loaded network under its name."""
+        if model.manifest.path is not None:
+            self.paths[model.name] = model.manifest.path
+        self._loaded[model.name] = model
 
     def close(self) -> None:
         for model in self._loaded.values():

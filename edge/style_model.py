@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
 from .backend import Backend, load_backend
+from .config import ModelsConfig
 from .errors import ModelError, StyleError
 from .manifest import Manifest
 
@@ -18,7 +19,9 @@ MIN_SIDE, MAX_SIDE = 32, 4096
 class StyleModel:
     """Turns a BGR uint8 frame into its stylized BGR uint8 version, same size."""
 
-    def __init__(self, manifest: Manifest, backend: str = "auto"):
+    def __init__(self, manifest: Manifest, backend: Union[str, Backend] = "auto",
+                 settings: Optional[ModelsConfig] = None):
+        """``backend``: a backend name, or a backend already loaded with ``manifest``."""
         if manifest.task != TASK:
             raise ModelError(f"{manifest.path}: task {manifest.task!r} is not {TASK!r}")
         pre = manifest.preprocess
@@ -30,7 +33,9 @@ class StyleModel:
         self.name = manifest.name[len("style-"):] if manifest.name.startswith("style-") \
             else manifest.name
         self.multiple_of = int(pre.get("multiple_of", 1))
-        self.backend: Backend = load_backend(backend, manifest)
+        self.backend: Backend = load_backend(backend, manifest, settings) \
+            if isinstance(backend, str) \
+            else backend
         self.input = manifest.inputs[0].name
         self.output = manifest.outputs[0].name
 

@@ -1,0 +1,166 @@
+"""INT8 with an accuracy gate: quantize, measure against FP32 on held-out data with ONNX Runtime
+on the CPU, and when over budget keep the most sensitive layers in float; when even that fails,
+fall back for the whole model (FP16 on TensorRT, FP32 on ONNX Runtime) and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from jetkiosk.edge.backend_onnxruntime import OnnxRuntimeBackend
+from jetkiosk.edge.manifest import Manifest, sha256_file, variant_path
+
+from .model_kinds import Comparison
+from .quantize import QuantizeSpec, producers, quantize
+
+log = logging.getLogger(__name__)
+
+# metric -> minimum; every one must hold. Chosen so that a model that passes behaves the same
+# in the product: identical identification decisions, boxes that overlap, frames that look alike.
+BUDGETS: Dict[str, Dict[str, float]] = {
+    "face-encoder": {"cosine_mean": 0.99, "cosine_min": 0.95, "identification_delta": 0.0},
+    "face-detector": {"recall": 0.97, "iou_mean": 0.90},
+    "style-transfer": {"psnr": 28.0, "ssim": 0.90},
+}
+FALLBACK = {"int8": "fp16", "int8-cpu": "fp32"}
+
+
+@dataclass
+class GateResult:
+    """One gate run: the figures, the budget, what failed, which layers stayed float."""
+
+    model: str
+    form: str
+    metrics: Dict[str, float]
+    budget: Dict[str, float]
+    failures: List[str]
+    excluded: List[str] = field(default_factory=list)
+    attempts: List[Dict[str, object]] = field(default_factory=list)
+    fallback: Optional[str] = None  # set when INT8 failed for the whole model
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def report(self) -> str:
+        lines = [f"{self.model} {self.form}: {'PASS' if self.passed else 'FAIL'}"]
+        for key, value in self.metrics.items():
+            floor = self.budget.get(key)
+            mark = "" if floor is None else (" ok" if value >= floor else f" < {floor} FAIL")
+            lines.append(f"  {key:22s} {value:10.4f}{mark}")
+        if self.excluded:
+            lines.append(f"  kept in float: {len(self.excluded)} layers: {', '.join(self.excluded)}")
+        if self.fallback:
+            lines.append(f"  over budget even with layers in float: fall back to {self.fallback}")
+        return "\n".join(lines)
+
+
+def judge(task: str, metrics: Dict[str, float]) -> List[str]:
+    budget = BUDGETS[task]
+    return [f"{k} {metrics[k]:.4f} < {floor}" for k, floor in budget.items() if metrics[k] < floor]
+
+
+def sensitivity(fp32_path: Path, qdq_path: Path, samples: Sequence[Dict[str, np.ndarray]]
+                ) -> List[Tuple[str, float]]:
+    """Compute nodes, most damaged first: the SQNR (dB) of each node's output in the QDQ model
+    against the same tensor in the FP32 model, over a few calibration samples."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    from .quantize import _Reader
+
+    made = producers(fp32_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        float_aug, qdq_aug = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
+        modify_model_output_intermediate_tensors(str(fp32_path), str(float_aug))
+        modify_model_output_intermediate_tensors(str(qdq_path), str(qdq_aug))
+        few = list(samples[:8])
+        matched = create_activation_matching(collect_activations(str(qdq_aug), _Reader(few)),
+                                             collect_activations(str(float_aug), _Reader(few)))
+        errors = compute_activation_error(matched)
+    ranked = [(made[t], float(e["xmodel_err"])) for t, e in errors.items()
+              if t in made and "xmodel_err" in e]
+    # Accumulated error grows with depth; a node is sensitive where its own step is large.
+    order = {name: i for i, name in enumerate(made.values())}
+    ranked.sort(key=lambda item: order[item[0]])
+    steps, previous = [], None
+    for name, sqnr in ranked:
+        steps.append((name, (previous - sqnr) if previous is not None else -sqnr))
+        previous = sqnr if previous is None else min(previous, sqnr)
+    return sorted(steps, key=lambda item: -item[1])
+
+
+def _variant_manifest(base: Manifest, form: str, model_file: Path, info: Dict[str, object]) -> Manifest:
+    source = {"quantized_from": {"file": base.file, "sha256": base.sha256, "name": base.name},
+              "form": form, **info}
+    return Manifest(name=base.name, task=base.task, file=model_file.name,
+                    sha256=sha256_file(model_file), inputs=base.inputs, outputs=base.outputs,
+                    preprocess=base.preprocess, postprocess=base.postprocess, source=source,
+                    license=base.license)
+
+
+def make_int8(manifest: Manifest, form: str, samples: Sequence[Dict[str, np.ndarray]],
+              compare: Comparison, calibration: Dict[str, object], method: str = "entropy",
+              max_float_fraction: float = 0.1,
+              progress: Callable[[str], None] = log.info) -> GateResult:
+    """Quantize ``manifest``'s model to ``form``, gate it, exclude layers while over budget.
+    On a pass the model and its manifest are written beside the FP32 ones; the report
+    (``<name>.<form>.gate.json``) is written either way."""
+    if manifest.path is None:
+        raise ValueError("manifest must be loaded from disk")
+    target = variant_path(manifest.path, form)
+    fp32_backend = OnnxRuntimeBackend(manifest)
+    budget = BUDGETS[manifest.task]
+    result = GateResult(manifest.name, form, {}, budget, ["not run"])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        excluded: List[str] = []
+        limit = 0
+        ranking: Optional[List[Tuple[str, float]]] = None
+        while True:
+            candidate = work / f"candidate{len(result.attempts)}.onnx"
+            progress(f"{manifest.name}: quantizing to {form} ({len(excluded)} layers in float)")
+            quantize(manifest.model_path, candidate, samples,
+                     QuantizeSpec(form, method, excluded), work)
+            probe = _variant_manifest(manifest, form, candidate, {})
+            probe.path = candidate.with_suffix(".json")
+            metrics = compare(fp32_backend, OnnxRuntimeBackend(probe))
+            failures = judge(manifest.task, metrics)
+            result.attempts.append({"excluded": len(excluded), "metrics": metrics,
+                                    "failures": failures})
+            result.metrics, result.failures, result.excluded = metrics, failures, list(excluded)
+            progress(result.report())
+            if not failures:
+                break
+            if ranking is None:
+                ranking = sensitivity(manifest.model_path, candidate, samples)
+            limit = max(1, limit * 2)
+            if limit > max(1, int(len(ranking) * max_float_fraction)) or limit > len(ranking):
+                result.fallback = FALLBACK[form]
+                break
+            excluded = [name for name, _ in ranking[:limit]]
+        if result.passed:
+            model_file = target.with_suffix(".onnx")
+            shutil.copyfile(candidate, model_file)
+            final = _variant_manifest(manifest, form, model_file, {
+                "calibration": calibration, "method": method,
+                "gate": {"metrics": result.metrics, "budget": budget, "excluded": excluded}})
+            final.save(target)
+        elif target.exists():
+            target.unlink()  # a stale variant must not outlive a failed gate
+    report = target.with_name(target.stem + ".gate.json")
+    report.write_text(json.dumps({**asdict(result), "passed": result.passed}, indent=2) + "\n")
+    return result
+

@@ -1,0 +1,190 @@
+"""What calibration and the accuracy gate need from each kind of model, through the runtime's
+own classes: how to record its inputs from a picture, and how to compare a quantized model
+with the FP32 one on held-out pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from jetkiosk.edge.backend import Backend, load_backend
+from jetkiosk.edge.config import Config
+from jetkiosk.edge.decisions import Matcher
+from jetkiosk.edge.detection import Detection
+from jetkiosk.edge.detector import FaceDetector
+from jetkiosk.edge.encoder import FaceEncoder
+from jetkiosk.edge.errors import ModelError
+from jetkiosk.edge.faces import FaceAnalyzer
+from jetkiosk.edge.gallery import Gallery
+from jetkiosk.edge.manifest import Manifest
+from jetkiosk.edge.style_catalog import StyleCatalog
+from jetkiosk.edge.style_model import StyleModel
+from jetkiosk.edge.stylizer import Stylizer
+
+from .calib_set import Capture, Item, RecordingBackend, candidates, frame
+
+KINDS = ("face-detector", "face-encoder", "style-transfer")
+
+
+def _lenient(config: Config) -> Config:
+    """Calibration and the gate see every face the detector finds, blurry ones too."""
+    config.quality.min_sharpness = 0.0
+    config.quality.min_face = 16
+    return config
+
+
+def _ort(manifest: Manifest) -> Backend:
+    return load_backend("onnxruntime", manifest)
+
+
+def _detector(config: Config, backend: Backend) -> FaceDetector:
+    return FaceDetector(backend, config.detector.score_threshold, config.detector.nms_threshold,
+                        config.detector.max_side)
+
+
+def _stylizer(config: Config, manifest: Manifest, backend: Backend) -> Stylizer:
+    """The kiosk's transform (processing width from ``kiosk.width``) around ``backend``."""
+    model = StyleModel(manifest, backend)
+    catalog = StyleCatalog([])
+    catalog.add(model)
+    return Stylizer(catalog, model.name, config.kiosk.width)
+
+
+def capture(config: Config, manifest: Manifest) -> Capture:
+    """picture -> the model inputs the runtime makes from it."""
+    recorder = RecordingBackend(_ort(manifest))
+    if manifest.task == "face-detector":
+        detector = _detector(config, recorder)
+        return lambda image: (detector.detect(image), recorder.take())[1]
+    if manifest.task == "face-encoder":
+        analyzer = FaceAnalyzer(_lenient(config))
+        analyzer.encoder = FaceEncoder(recorder, max_batch=config.encoder.max_batch)
+        return lambda image: (analyzer.analyze(image), recorder.take())[1]
+    if manifest.task == "style-transfer":
+        stylizer = _stylizer(config, manifest, recorder)
+        return lambda image: (stylizer(image), recorder.take())[1]
+    raise ModelError(f"{manifest.name}: cannot calibrate a {manifest.task!r} model")
+
+
+# ------------------------------------------------------------------ held-out comparisons
+def _iou(a: Detection, b: Detection) -> float:
+    ax1, ay1, ax2, ay2 = a.box
+    bx1, by1, bx2, by2 = b.box
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def compare_detector(config: Config, fp32: Backend, quantized: Backend,
+                     pictures: Sequence[np.ndarray]) -> Dict[str, float]:
+    """Recall of the FP32 detections (IoU >= 0.5), mean IoU of the matches, extra boxes."""
+    reference, candidate = _detector(config, fp32), _detector(config, quantized)
+    found = matched = extra = 0
+    ious: List[float] = []
+    for image in pictures:
+        want, got = reference.detect(image), candidate.detect(image)
+        found += len(want)
+        used = set()
+        for w in want:
+            scores = [(_iou(w, g), j) for j, g in enumerate(got) if j not in used]
+            best = max(scores, default=(0.0, -1))
+            if best[0] >= 0.5:
+                matched += 1
+                used.add(best[1])
+                ious.append(best[0])
+        extra += len(got) - len(used)
+    if found == 0:
+        raise ModelError("detector gate: the FP32 detector found no face in the held-out pictures")
+    return {"faces": float(found), "recall": matched / found,
+            "iou_mean": float(np.mean(ious)) if ious else 0.0, "extra_boxes": float(extra)}
+
+
+def identity_folders(root: Path) -> Dict[str, List[Item]]:
+    """One subfolder per identity -> its pictures (sorted)."""
+    people = {p.name: candidates([p]) for p in sorted(Path(root).iterdir()) if p.is_dir()}
+    if not people:
+        raise ModelError(f"{root}: expected one subfolder per identity")
+    return people
+
+
+def _identify(encoder: FaceEncoder, analyzer: FaceAnalyzer, people: Dict[str, List[Item]],
+              fingerprint: str, threshold: float) -> Tuple[np.ndarray, List[str]]:
+    """Encodings of every held-out face; decisions with each identity's first photo enrolled."""
+    gallery = Gallery("gate", fingerprint, encoder.dim)
+    encodings, decisions_for = [], []
+    for name, items in people.items():
+        for index, item in enumerate(items):
+            faces = analyzer.analyze(frame(item))
+            faces = [f for f in faces if f.crop is not None]
+            if len(faces) != 1:
+                continue
+            encoding = encoder.encode([faces[0].crop])[0]
+            encodings.append(encoding)
+            if index == 0:
+                gallery.add(name, encoding[None])
+            else:
+                decisions_for.append((name, encoding))
+    matcher = Matcher(gallery, threshold)
+    decisions = [str(d.name) for d in matcher.identify(np.array([e for _, e in decisions_for]))] \
+        if decisions_for else []
+    owners = [name for name, _ in decisions_for]
+    return np.array(encodings), [f"{o}->{d}" for o, d in zip(owners, decisions)]
+
+
+def compare_encoder(config: Config, fp32: Backend, quantized: Backend,
+                    people: Dict[str, List[Item]]) -> Dict[str, float]:
+    """Cosine of FP32 and quantized encodings of the same aligned crops; 1:K identification
+    at the configured threshold (first photo of each identity enrolled, the rest probed)."""
+    analyzer = FaceAnalyzer(_lenient(config))
+    threshold = config.gallery.threshold
+    ref_enc, ref_dec = _identify(FaceEncoder(fp32), analyzer, people, "fp32", threshold)
+    q_enc, q_dec = _identify(FaceEncoder(quantized), analyzer, people, "fp32", threshold)
+    if len(ref_enc) == 0 or not ref_dec:
+        raise ModelError("encoder gate: no held-out identity had two usable photos")
+    cosine = (ref_enc * q_enc).sum(1)
+    correct = [d.split("->")[0] == d.split("->")[1] for d in ref_dec]
+    q_correct = [d.split("->")[0] == d.split("->")[1] for d in q_dec]
+    return {"faces": float(len(ref_enc)), "cosine_mean": float(cosine.mean()),
+            "cosine_min": float(cosine.min()), "probes": float(len(ref_dec)),
+            "identified_fp32": float(np.mean(correct)), "identified": float(np.mean(q_correct)),
+            "identification_delta": float(np.mean(q_correct) - np.mean(correct)),
+            "decisions_changed": float(sum(a != b for a, b in zip(ref_dec, q_dec)))}
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(a, b, channel_axis=2, data_range=255))
+
+
+def compare_style(config: Config, manifest: Manifest, fp32: Backend, quantized: Backend,
+                  pictures: Sequence[np.ndarray]) -> Dict[str, float]:
+    """PSNR (dB) and SSIM of the quantized network's frames against the FP32 network's."""
+    reference = _stylizer(config, manifest, fp32)
+    candidate = _stylizer(config, manifest, quantized)
+    psnr, ssim = [], []
+    for image in pictures:
+        want, got = reference(image), candidate(image)
+        mse = float(np.mean((want.astype(np.float64) - got.astype(np.float64)) ** 2))
+        psnr.append(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+        ssim.append(_ssim(want, got))
+    return {"frames": float(len(pictures)), "psnr": float(np.mean(psnr)),
+            "psnr_min": float(np.min(psnr)), "ssim": float(np.mean(ssim))}
+
+
+Comparison = Callable[[Backend, Backend], Dict[str, float]]
+
+
+def comparison(config: Config, manifest: Manifest, heldout: Sequence[Path]) -> Comparison:
+    """(fp32 backend, quantized backend) -> the gate's metrics on ``heldout``."""
+    if manifest.task == "face-encoder":
+        people: Dict[str, List[Item]] = {}
+        for root in heldout:
+            people.update(identity_folders(root))
+        return lambda ref, q: compare_encoder(config, ref, q, people)
+    pictures = [frame(item) for item in candidates(heldout)]
+    if manifest.task == "face-detector":
+        return lambda ref, q: compare_detector(config, ref, q, pictures)
+    return lambda ref, q: compare_style(config, manifest, ref, q, pictures)
