@@ -11,6 +11,7 @@ processing-size frames for style networks.
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,8 @@ def candidates(sources: Sequence[Path], video_stride: int = 5) -> List[Item]:
         source = Path(source)
         if not source.exists():
             raise ModelError(f"calibration source {source}: no such file or folder")
-        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        files = sorted(Path(root) / name for root, _, names in os.walk(source, followlinks=True)
+                       for name in names) if source.is_dir() else [source]
         for path in files:
             suffix = path.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
@@ -117,7 +119,7 @@ Capture = Callable[[np.ndarray], List[Dict[str, np.ndarray]]]
 
 def split_batches(feeds: List[Dict[str, np.ndarray]]) -> List[Dict[str, np.ndarray]]:
     """Batched calls (several faces at once) -> one sample per dict."""
-    samples = []
+    samples: List[Dict[str, np.ndarray]] = []
     for feed in feeds:
         size = len(next(iter(feed.values())))
         samples.extend({k: v[i:i + 1] for k, v in feed.items()} for i in range(size))
@@ -137,7 +139,7 @@ class CalibrationSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"{i:05d}/{name}": value for i, sample in enumerate(self.samples)
                   for name, value in sample.items()}
-        np.savez_compressed(path.with_suffix(".npz"), **arrays)
+        np.savez_compressed(path.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
         path.with_suffix(".json").write_text(json.dumps(self.info, indent=2) + "\n")
 
     def batches(self, name: str, batch_size: int) -> Iterator[np.ndarray]:

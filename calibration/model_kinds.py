@@ -109,47 +109,49 @@ def identity_folders(root: Path) -> Dict[str, List[Item]]:
     return people
 
 
-def _identify(encoder: FaceEncoder, analyzer: FaceAnalyzer, people: Dict[str, List[Item]],
-              fingerprint: str, threshold: float) -> Tuple[np.ndarray, List[str]]:
-    """Encodings of every held-out face; decisions with each identity's first photo enrolled."""
-    gallery = Gallery("gate", fingerprint, encoder.dim)
-    encodings, decisions_for = [], []
+def aligned_faces(config: Config, people: Dict[str, List[Item]]
+                  ) -> List[Tuple[str, bool, np.ndarray]]:
+    """(identity, enrolled?, aligned crop) for every held-out picture with exactly one face;
+    each identity's first usable photo is the enrolled one."""
+    analyzer = FaceAnalyzer(_lenient(config))
+    faces: List[Tuple[str, bool, np.ndarray]] = []
     for name, items in people.items():
-        for index, item in enumerate(items):
-            faces = analyzer.analyze(frame(item))
-            faces = [f for f in faces if f.crop is not None]
-            if len(faces) != 1:
-                continue
-            encoding = encoder.encode([faces[0].crop])[0]
-            encodings.append(encoding)
-            if index == 0:
-                gallery.add(name, encoding[None])
-            else:
-                decisions_for.append((name, encoding))
-    matcher = Matcher(gallery, threshold)
-    decisions = [str(d.name) for d in matcher.identify(np.array([e for _, e in decisions_for]))] \
-        if decisions_for else []
-    owners = [name for name, _ in decisions_for]
-    return np.array(encodings), [f"{o}->{d}" for o, d in zip(owners, decisions)]
+        enrolled = False
+        for item in items:
+            found = [f.crop for f in analyzer.analyze(frame(item)) if f.crop is not None]
+            if len(found) == 1:
+                faces.append((name, not enrolled, found[0]))
+                enrolled = True
+    return faces
 
 
-def compare_encoder(config: Config, fp32: Backend, quantized: Backend,
-                    people: Dict[str, List[Item]]) -> Dict[str, float]:
+def identify(encoder: FaceEncoder, faces: List[Tuple[str, bool, np.ndarray]], threshold: float
+             ) -> Tuple[np.ndarray, List[Tuple[str, str]]]:
+    """Encodings of every face, and (owner, decision) for every probe in 1:K identification."""
+    encodings = encoder.encode([crop for _, _, crop in faces])
+    gallery = Gallery("gate", "gate", encoder.dim)
+    for (name, enrolled, _), encoding in zip(faces, encodings):
+        if enrolled:
+            gallery.add(name, encoding[None])
+    probes = [i for i, (_, enrolled, _) in enumerate(faces) if not enrolled]
+    if not probes:
+        raise ModelError("encoder gate: no held-out identity had two usable photos")
+    decisions = Matcher(gallery, threshold).identify(encodings[probes])
+    return encodings, [(faces[i][0], str(d.name)) for i, d in zip(probes, decisions)]
+
+
+def compare_encoder(reference: Tuple[np.ndarray, List[Tuple[str, str]]],
+                    candidate: Tuple[np.ndarray, List[Tuple[str, str]]]) -> Dict[str, float]:
     """Cosine of FP32 and quantized encodings of the same aligned crops; 1:K identification
     at the configured threshold (first photo of each identity enrolled, the rest probed)."""
-    analyzer = FaceAnalyzer(_lenient(config))
-    threshold = config.gallery.threshold
-    ref_enc, ref_dec = _identify(FaceEncoder(fp32), analyzer, people, "fp32", threshold)
-    q_enc, q_dec = _identify(FaceEncoder(quantized), analyzer, people, "fp32", threshold)
-    if len(ref_enc) == 0 or not ref_dec:
-        raise ModelError("encoder gate: no held-out identity had two usable photos")
+    (ref_enc, ref_dec), (q_enc, q_dec) = reference, candidate
     cosine = (ref_enc * q_enc).sum(1)
-    correct = [d.split("->")[0] == d.split("->")[1] for d in ref_dec]
-    q_correct = [d.split("->")[0] == d.split("->")[1] for d in q_dec]
+    correct = np.mean([owner == name for owner, name in ref_dec])
+    q_correct = np.mean([owner == name for owner, name in q_dec])
     return {"faces": float(len(ref_enc)), "cosine_mean": float(cosine.mean()),
             "cosine_min": float(cosine.min()), "probes": float(len(ref_dec)),
-            "identified_fp32": float(np.mean(correct)), "identified": float(np.mean(q_correct)),
-            "identification_delta": float(np.mean(q_correct) - np.mean(correct)),
+            "identified_fp32": float(correct), "identified": float(q_correct),
+            "identification_delta": float(q_correct - correct),
             "decisions_changed": float(sum(a != b for a, b in zip(ref_dec, q_dec)))}
 
 
@@ -178,12 +180,16 @@ Comparison = Callable[[Backend, Backend], Dict[str, float]]
 
 
 def comparison(config: Config, manifest: Manifest, heldout: Sequence[Path]) -> Comparison:
-    """(fp32 backend, quantized backend) -> the gate's metrics on ``heldout``."""
+    """(fp32 backend, quantized backend) -> the gate's metrics on ``heldout``. Held-out
+    pictures are read (and, for the encoder, faces aligned) once for every attempt."""
     if manifest.task == "face-encoder":
         people: Dict[str, List[Item]] = {}
         for root in heldout:
             people.update(identity_folders(root))
-        return lambda ref, q: compare_encoder(config, ref, q, people)
+        faces = aligned_faces(config, people)
+        tau = config.gallery.threshold
+        return lambda ref, q: compare_encoder(identify(FaceEncoder(ref), faces, tau),
+                                              identify(FaceEncoder(q), faces, tau))
     pictures = [frame(item) for item in candidates(heldout)]
     if manifest.task == "face-detector":
         return lambda ref, q: compare_detector(config, ref, q, pictures)

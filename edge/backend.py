@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from .config import ModelsConfig
+from .config import Config
 from .errors import ConfigError
 from .manifest import Manifest, TensorSpec
 
@@ -27,9 +27,9 @@ class Backend:
 
     precision = "fp32"
 
-    def __init__(self, manifest: Manifest, settings: Optional[ModelsConfig] = None):
+    def __init__(self, manifest: Manifest, config: Optional[Config] = None):
         self.manifest = manifest
-        self.settings = settings or ModelsConfig()
+        self.config = config or Config()
 
     def describe(self) -> str:
         """Backend and device, for logs and ``stats``."""
@@ -63,7 +63,7 @@ def backend_names() -> List[str]:
     return sorted(_REGISTRY) + ["auto"]
 
 
-def _factory(name: str) -> Callable[[Manifest, Optional[ModelsConfig]], Backend]:
+def _factory(name: str) -> Callable[[Manifest, Optional[Config]], Backend]:
     module, attr = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -84,7 +84,6 @@ def resolve(name: str) -> str:
     return name
 
 
-def load_backend(name: str, manifest: Manifest, settings: Optional[ModelsConfig] = None
-                 ) -> Backend:
+def load_backend(name: str, manifest: Manifest, config: Optional[Config] = None) -> Backend:
     """Load ``manifest``'s model with the backend called ``name`` ("auto" picks the best)."""
-    return _factory(resolve(name))(manifest, settings)
+    return _factory(resolve(name))(manifest, config)

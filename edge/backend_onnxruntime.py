@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .backend import Backend
-from .config import ModelsConfig
+from .config import Config
 from .errors import ConfigError, ModelError
 from .manifest import Manifest
 
@@ -22,9 +22,9 @@ def _providers() -> List[str]:
 class OnnxRuntimeBackend(Backend):
     """Runs an ONNX model with ONNX Runtime; checks the file against its manifest first."""
 
-    def __init__(self, manifest: Manifest, settings: Optional[ModelsConfig] = None):
-        super().__init__(manifest, settings)
-        if self.settings.precision == "fp16":
+    def __init__(self, manifest: Manifest, config: Optional[Config] = None):
+        super().__init__(manifest, config)
+        if self.config.models.precision == "fp16":
             raise ConfigError("models.precision: fp16 needs the tensorrt backend (ONNX Runtime "
                               "on the CPU runs fp32 or int8)")
         manifest.verify()

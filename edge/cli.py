@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from jetkiosk.calibration import commands as int8_commands
+
 from .config import Config, load_config
 from .errors import GalleryError, ImageError, JetkioskError
 
@@ -21,7 +23,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override a configuration key (repeatable)")
     parser.add_argument("--models", help="models directory (models.dir)")
     parser.add_argument("--gallery", help="gallery file (gallery.path)")
-    parser.add_argument("--backend", help="inference backend: onnxruntime | auto")
+    parser.add_argument("--backend", help="inference backend: onnxruntime | tensorrt | auto")
+    parser.add_argument("--precision", help="fp32 | fp16 (tensorrt) | int8 (models.precision)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log quality rejections")
 
@@ -125,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="prepare models, enroll sample people, run on a clip")
     demo.add_argument("--workdir", type=Path, default=Path("demo-out"))
     _common(demo)
+    int8_commands.add_parsers(sub, _common)
     return parser
 
 
@@ -132,7 +136,7 @@ def _config(args: argparse.Namespace) -> Config:
     overrides = list(getattr(args, "set", []))
     kiosk = args.command == "kiosk"
     for flag, key in (("models", "models.dir"), ("gallery", "gallery.path"),
-                      ("backend", "models.backend"),
+                      ("backend", "models.backend"), ("precision", "models.precision"),
                       ("source", "kiosk.source" if kiosk else "run.source"),
                       ("sink", "run.sink"), ("broker", "mqtt.broker"),
                       ("style", "kiosk.style"), ("output", "kiosk.output")):
@@ -400,7 +404,7 @@ def cmd_stylize_image(args: argparse.Namespace, config: Config) -> int:
     if args.method == "network":
         from .style_catalog import BUNDLED, StyleCatalog
 
-        catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend, config.models)
+        catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend, config)
         scale = min(1.0, args.size / max(content.shape[:2]))
         model = catalog.get(args.style)
         w, h = model.check_size(round(content.shape[1] * scale), round(content.shape[0] * scale))
@@ -459,7 +463,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery, "verify": cmd_verify,
             "identify": cmd_identify, "embed": cmd_embed, "run": cmd_run, "listen": cmd_listen,
             "models": cmd_models, "demo": cmd_demo, "kiosk": cmd_kiosk, "styles": cmd_styles,
-            "stylize-image": cmd_stylize_image}
+            "stylize-image": cmd_stylize_image, **int8_commands.COMMANDS}
 
 
 def _train_style(argv: List[str]) -> int:

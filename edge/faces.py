@@ -42,12 +42,12 @@ class FaceAnalyzer:
         self.encoder_manifest: Manifest = self._manifest(config, config.models.encoder,
                                                          "face-encoder")
         self.detector = FaceDetector(
-            load_backend(config.models.backend, det_manifest, config.models),
+            load_backend(config.models.backend, det_manifest, config),
             config.detector.score_threshold, config.detector.nms_threshold,
             config.detector.max_side)
         self.aligner = Aligner(self.encoder_manifest.preprocess)
         self.encoder = FaceEncoder(load_backend(config.models.backend, self.encoder_manifest,
-                                                config.models),
+                                                config),
                                    flip=config.encoder.flip, max_batch=config.encoder.max_batch)
         self.gate = QualityGate(config.quality)
 

@@ -32,8 +32,7 @@ class KioskService:
     def __init__(self, config: Config):
         k = config.kiosk
         self.config = config
-        self.catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend,
-                                   config.models)
+        self.catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend, config)
         try:
             flicker = FlickerFilter(k.flicker, k.flicker_motion) if k.flicker > 0 else None
         except ValueError as exc:

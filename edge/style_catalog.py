@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from .backend import resolve
-from .config import ModelsConfig
+from .config import Config
 from .errors import ModelError, StyleError
 from .manifest import load_precision
 from .style_model import TASK, StyleModel
@@ -40,9 +40,9 @@ class StyleCatalog:
     """Style name -> network, from the given folders (earlier folders win)."""
 
     def __init__(self, folders: Iterable[Path], backend: str = "auto",
-                 settings: Optional[ModelsConfig] = None):
+                 config: Optional[Config] = None):
         self.backend = backend
-        self.settings = settings or ModelsConfig()
+        self.config = config or Config()
         self.paths: Dict[str, Path] = {}
         for folder in reversed(list(folders)):
             self.paths.update(_manifests(Path(folder)))
@@ -60,9 +60,9 @@ class StyleCatalog:
     def get(self, name: str) -> StyleModel:
         """The loaded network for ``name``; a corrupt model is a ModelError naming its file."""
         if name not in self._loaded:
-            manifest = load_precision(self.paths[self.check(name)], self.settings.precision,
+            manifest = load_precision(self.paths[self.check(name)], self.config.models.precision,
                                       resolve(self.backend))
-            self._loaded[name] = StyleModel(manifest, self.backend, self.settings)
+            self._loaded[name] = StyleModel(manifest, self.backend, self.config)
         return self._loaded[name]
 
     def add(self, model: StyleModel) -> None:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from .backend import Backend, load_backend
-from .config import ModelsConfig
+from .config import Config
 from .errors import ModelError, StyleError
 from .manifest import Manifest
 
@@ -20,7 +20,7 @@ class StyleModel:
     """Turns a BGR uint8 frame into its stylized BGR uint8 version, same size."""
 
     def __init__(self, manifest: Manifest, backend: Union[str, Backend] = "auto",
-                 settings: Optional[ModelsConfig] = None):
+                 config: Optional[Config] = None):
         """``backend``: a backend name, or a backend already loaded with ``manifest``."""
         if manifest.task != TASK:
             raise ModelError(f"{manifest.path}: task {manifest.task!r} is not {TASK!r}")
@@ -33,7 +33,7 @@ class StyleModel:
         self.name = manifest.name[len("style-"):] if manifest.name.startswith("style-") \
             else manifest.name
         self.multiple_of = int(pre.get("multiple_of", 1))
-        self.backend: Backend = load_backend(backend, manifest, settings) \
+        self.backend: Backend = load_backend(backend, manifest, config) \
             if isinstance(backend, str) \
             else backend
         self.input = manifest.inputs[0].name

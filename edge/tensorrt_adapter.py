@@ -121,6 +121,16 @@ class Profile:
 
 
 @dataclass
+class CalibrationFeed:
+    """Implicit INT8: batches for TensorRT's calibrator and where its cache lives."""
+
+    algorithm: str  # entropy (IInt8EntropyCalibrator2) | minmax (IInt8MinMaxCalibrator)
+    batches: Callable[[], Iterator[np.ndarray]]  # NCHW float32, ``batch_size`` each
+    batch_size: int
+    cache_path: Path
+
+
+@dataclass
 class BuildSpec:
     """What ``build_engine`` makes: precision, profiles, DLA, workspace, caches."""
 
@@ -129,7 +139,7 @@ class BuildSpec:
     workspace_mb: int = 1024
     dla_core: int = -1  # -1: GPU only; else DLA core with GPU fallback
     timing_cache: Optional[Path] = None
-    calibrator: Optional[trt.IInt8Calibrator] = None  # implicit INT8 (not for QDQ models)
+    calibration: Optional[CalibrationFeed] = None  # implicit INT8 (not for QDQ models)
 
 
 def _network_flags() -> int:
@@ -155,21 +165,22 @@ def network_inputs(onnx_path: Path) -> Dict[str, Shape]:
             for i in range(network.num_inputs)}
 
 
-def _configure(builder: trt.Builder, spec: BuildSpec) -> trt.IBuilderConfig:
+def _configure(builder: trt.Builder, spec: BuildSpec,
+               calibrator: Optional[trt.IInt8Calibrator]) -> trt.IBuilderConfig:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)
     if spec.precision in ("fp16", "int8") and builder.platform_has_fast_fp16:
         config.set_flag(trt.BuilderFlag.FP16)  # layers INT8 cannot take run in FP16
     if spec.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        if spec.calibrator is not None:
-            config.int8_calibrator = spec.calibrator
+        if calibrator is not None:
+            config.int8_calibrator = calibrator
     for shapes in spec.profiles:
         profile = builder.create_optimization_profile()
         for name, (low, opt, high) in shapes.shapes.items():
             profile.set_shape(name, low, opt, high)
         config.add_optimization_profile(profile)
-        if spec.calibrator is not None and spec.precision == "int8":
+        if calibrator is not None:
             config.set_calibration_profile(profile)
     if spec.dla_core >= 0:
         if builder.num_DLA_cores <= spec.dla_core:
@@ -184,25 +195,36 @@ def _configure(builder: trt.Builder, spec: BuildSpec) -> trt.IBuilderConfig:
 def build_engine(onnx_path: Path, spec: BuildSpec,
                  progress: Optional[Callable[[str], None]] = None) -> bytes:
     """ONNX file -> serialized engine (bytes). Reads and updates ``spec.timing_cache``."""
+    feed = spec.calibration if spec.precision == "int8" else None
+    calibrator = _Calibrator.make(feed) if feed is not None else None
     with _Pushed(CudaDevice.get()):
-        builder = trt.Builder(trt_logger())
-        network, _parser = _parse(builder, onnx_path)
-        config = _configure(builder, spec)
-        cache_blob = spec.timing_cache.read_bytes() if spec.timing_cache and \
-            spec.timing_cache.is_file() else b""
-        timing_cache = config.create_timing_cache(cache_blob)
-        config.set_timing_cache(timing_cache, False)
-        if progress is not None and hasattr(trt, "IProgressMonitor"):  # TensorRT >= 10
-            config.progress_monitor = _progress_monitor(progress)
-        trt_logger().errors.clear()
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise TensorRTError(f"{onnx_path}: engine build failed: "
-                                + ("; ".join(trt_logger().errors) or "see the TensorRT log"))
-        if spec.timing_cache is not None:
-            spec.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-            spec.timing_cache.write_bytes(bytes(timing_cache.serialize()))
-        return bytes(serialized)
+        try:
+            return _build(onnx_path, spec, calibrator, progress)
+        finally:
+            if calibrator is not None:
+                calibrator.release()
+
+
+def _build(onnx_path: Path, spec: BuildSpec, calibrator: Optional[_Calibrator],
+           progress: Optional[Callable[[str], None]]) -> bytes:
+    builder = trt.Builder(trt_logger())
+    network, _parser = _parse(builder, onnx_path)
+    config = _configure(builder, spec, calibrator.calibrator if calibrator else None)
+    cache_blob = spec.timing_cache.read_bytes() if spec.timing_cache and \
+        spec.timing_cache.is_file() else b""
+    timing_cache = config.create_timing_cache(cache_blob)
+    config.set_timing_cache(timing_cache, False)
+    if progress is not None and TRT_MAJOR >= 10:  # the progress API is new in 10.0
+        config.progress_monitor = _progress_monitor(progress)
+    trt_logger().errors.clear()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise TensorRTError(f"{onnx_path}: engine build failed: "
+                            + ("; ".join(trt_logger().errors) or "see the TensorRT log"))
+    if spec.timing_cache is not None:
+        spec.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        spec.timing_cache.write_bytes(bytes(timing_cache.serialize()))
+    return bytes(serialized)
 
 
 def _progress_monitor(report: Callable[[str], None]) -> trt.IProgressMonitor:
@@ -228,45 +250,55 @@ def _progress_monitor(report: Callable[[str], None]) -> trt.IProgressMonitor:
 
 
 # ------------------------------------------------------------------ calibrators
-def make_calibrator(algorithm: str, batches: Callable[[], Iterator[np.ndarray]], batch_size: int,
-                    cache_path: Path) -> trt.IInt8Calibrator:
-    """An IInt8EntropyCalibrator2 ("entropy") or IInt8MinMaxCalibrator ("minmax") fed
-    through pycuda from ``batches()`` (NCHW float32 arrays of ``batch_size``), reading and
-    writing TensorRT's calibration cache at ``cache_path``."""
-    base = {"entropy": trt.IInt8EntropyCalibrator2, "minmax": trt.IInt8MinMaxCalibrator}[algorithm]
+class _Calibrator:
+    """An IInt8EntropyCalibrator2 or IInt8MinMaxCalibrator fed through pycuda from a
+    CalibrationFeed, reading and writing TensorRT's calibration cache; frees its buffer."""
 
-    class Calibrator(base):  # type: ignore[valid-type,misc]
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.source = batches()
-            self.device_input: Optional[cuda.DeviceAllocation] = None
+    def __init__(self, calibrator: trt.IInt8Calibrator, holder: Dict[str, cuda.DeviceAllocation]):
+        self.calibrator = calibrator
+        self._holder = holder
 
-        def get_batch_size(self) -> int:
-            return batch_size
+    @classmethod
+    def make(cls, feed: CalibrationFeed) -> _Calibrator:
+        bases = {"entropy": trt.IInt8EntropyCalibrator2, "minmax": trt.IInt8MinMaxCalibrator}
+        if feed.algorithm not in bases:
+            raise TensorRTError(f"calibration algorithm {feed.algorithm!r}: choose one of "
+                                f"{', '.join(bases)}")
+        base = bases[feed.algorithm]
+        holder: Dict[str, cuda.DeviceAllocation] = {}
 
-        def get_batch(self, names: List[str]) -> Optional[List[int]]:
-            batch = next(self.source, None)
-            if batch is None:
-                return None  # calibration data exhausted
-            batch = np.ascontiguousarray(batch, dtype=np.float32)
-            if self.device_input is None:
-                self.device_input = cuda.mem_alloc(batch.nbytes)
-            cuda.memcpy_htod(self.device_input, batch)
-            return [int(self.device_input)]
+        class Calibrator(base):  # type: ignore[valid-type,misc]
+            def __init__(self) -> None:
+                base.__init__(self)
+                self.source = feed.batches()
 
-        def read_calibration_cache(self) -> Optional[bytes]:
-            return cache_path.read_bytes() if cache_path.is_file() else None
+            def get_batch_size(self) -> int:
+                return feed.batch_size
 
-        def write_calibration_cache(self, cache: bytes) -> None:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            cache_path.write_bytes(bytes(cache))
+            def get_batch(self, names: List[str]) -> Optional[List[int]]:
+                batch = next(self.source, None)
+                if batch is None:
+                    return None  # calibration data exhausted
+                batch = np.ascontiguousarray(batch, dtype=np.float32)
+                if "input" not in holder:
+                    holder["input"] = cuda.mem_alloc(batch.nbytes)
+                cuda.memcpy_htod(holder["input"], batch)
+                return [int(holder["input"])]
 
-        def release(self) -> None:
-            if self.device_input is not None:
-                self.device_input.free()
-                self.device_input = None
+            def read_calibration_cache(self) -> Optional[bytes]:
+                path = feed.cache_path
+                return path.read_bytes() if path.is_file() else None
 
-    return Calibrator()
+            def write_calibration_cache(self, cache: bytes) -> None:
+                feed.cache_path.parent.mkdir(parents=True, exist_ok=True)
+                feed.cache_path.write_bytes(bytes(cache))
+
+        return cls(Calibrator(), holder)
+
+    def release(self) -> None:
+        for allocation in self._holder.values():
+            allocation.free()
+        self._holder.clear()
 
 
 # ------------------------------------------------------------------ execution
