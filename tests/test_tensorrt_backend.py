@@ -1,0 +1,201 @@
+"""The TensorRT adapter, engine cache and backend against fakes of tensorrt (8.6 and 10.3 API)
+and pycuda that enforce the documented contract and run the real models with ONNX Runtime."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jetkiosk.edge.backend import resolve
+from jetkiosk.edge.config import load_config
+from jetkiosk.edge.errors import ModelError
+from jetkiosk.edge.faces import FaceAnalyzer
+from jetkiosk.edge.images import load_image
+
+FAKES = Path(__file__).parent / "fakes"
+FAKE_MODULES = ("tensorrt", "pycuda", "pycuda.driver", "jetkiosk.edge.tensorrt_adapter",
+                "jetkiosk.edge.backend_tensorrt")
+
+
+def _forget() -> None:
+    for name in FAKE_MODULES:
+        sys.modules.pop(name, None)
+    resolve.cache_clear()
+
+
+@pytest.fixture(params=["8.6.1", "10.3.0"])
+def fake_trt(request, monkeypatch):
+    """(fake tensorrt, fake pycuda.driver, the adapter imported against them)."""
+    _forget()
+    monkeypatch.syspath_prepend(str(FAKES))
+    trt = importlib.import_module("tensorrt")
+    trt.configure(request.param, dla_cores=2)
+    cuda = importlib.import_module("pycuda.driver")
+    cuda.reset()
+    adapter = importlib.import_module("jetkiosk.edge.tensorrt_adapter")
+    yield trt, cuda, adapter
+    _forget()
+
+
+def trt_config(models_dir, tmp_path, *extra):
+    return load_config(overrides=[f"models.dir={models_dir}", "models.backend=tensorrt",
+                                  f"models.engine_dir={tmp_path / 'engines'}", *extra])
+
+
+def test_auto_picks_tensorrt_when_it_imports_and_onnxruntime_otherwise(fake_trt, monkeypatch):
+    assert resolve("auto") == "tensorrt"
+    _forget()
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails, as on a PC
+    assert resolve("auto") == "onnxruntime"
+
+
+def test_face_path_on_tensorrt_matches_onnx_runtime(fake_trt, models_dir, tmp_path, shared):
+    trt, cuda, adapter = fake_trt
+    photo = load_image(shared / "faces/people/probes/obama_and_biden.jpg")
+    reference = FaceAnalyzer(load_config(overrides=[f"models.dir={models_dir}",
+                                                    "models.backend=onnxruntime"])).analyze(photo)
+    analyzer = FaceAnalyzer(trt_config(models_dir, tmp_path))
+    faces = analyzer.analyze(photo)
+    assert len(faces) == len(reference) == 3
+    for got, want in zip(faces, reference):
+        np.testing.assert_allclose(got.detection.box, want.detection.box, atol=1e-3)
+        if want.encoding is not None:
+            np.testing.assert_allclose(got.encoding, want.encoding, atol=1e-5)
+    assert analyzer.encoder.backend.describe().startswith("tensorrt")
+    # one build per model, with the flags this TensorRT version needs
+    assert len(trt.BUILDS) == 2
+    major = int(trt.__version__.split(".")[0])
+    assert all(b["flags"] == (0 if major >= 10 else 1) for b in trt.BUILDS)
+    profiles = sorted(b["profiles"]["input"] for b in trt.BUILDS)
+    assert profiles == [[[1, 3, 32, 32], [1, 3, 384, 640], [1, 3, 640, 640]],  # detector
+                        [[1, 3, 160, 160], [4, 3, 160, 160], [16, 3, 160, 160]]]  # encoder
+    # the second start uses the cached engines
+    FaceAnalyzer(trt_config(models_dir, tmp_path)).analyze(photo)
+    assert len(trt.BUILDS) == 2
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "engines").glob("*.json")]
+    assert {s["key"]["model"] for s in sidecars} == {"retinaface-mnet025", "facenet-casia"}
+    assert all(s["key"]["trt_version"] == trt.__version__ and
+               s["key"]["device"] == "Fake Orin sm87" for s in sidecars)
+    # orderly teardown: every buffer freed, no context left pushed
+    for backend in (analyzer.encoder.backend, analyzer.detector.backend):
+        backend.close()
+    assert cuda.current_context() is None
+
+
+def test_runs_from_other_threads_and_frees_everything(fake_trt, models_dir, tmp_path):
+    trt, cuda, adapter = fake_trt
+    from jetkiosk.edge.backend import load_backend
+    from jetkiosk.edge.manifest import load_manifest
+
+    config = trt_config(models_dir, tmp_path)
+    backend = load_backend("tensorrt", load_manifest(models_dir / "facenet-casia.json"), config)
+    before = cuda.live_allocations()
+    results = {}
+
+    def work(batch: int) -> None:
+        x = np.random.default_rng(batch).normal(size=(batch, 3, 160, 160)).astype(np.float32)
+        results[batch] = (x, backend.run({"input": x})["embeddings"])
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in (1, 3, 16)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(models_dir / "facenet-casia.onnx"))
+    for x, out in results.values():
+        np.testing.assert_allclose(out, session.run(None, {"input": x})[0], atol=1e-5)
+    with pytest.raises(ModelError, match="outside the engine's optimisation profile"):
+        backend.run({"input": np.zeros((17, 3, 160, 160), np.float32)})
+    assert cuda.live_allocations() > before
+    backend.close()
+    assert cuda.live_allocations() == 0
+    assert cuda.current_context() is None
+
+
+def test_stale_or_corrupt_engines_are_rebuilt(fake_trt, models_dir, tmp_path):
+    trt, cuda, adapter = fake_trt
+    from jetkiosk.edge.backend import load_backend
+    from jetkiosk.edge.manifest import load_manifest
+
+    config = trt_config(models_dir, tmp_path)
+    manifest = load_manifest(models_dir / "retinaface-mnet025.json")
+    load_backend("tensorrt", manifest, config).close()
+    (engine,) = (tmp_path / "engines").glob("*.engine")
+    engine.write_bytes(b"garbage")  # sidecar sha no longer matches: rebuilt
+    load_backend("tensorrt", manifest, config).close()
+    assert len(trt.BUILDS) == 2
+    sidecar = engine.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    engine.write_bytes(b"FAKETRT\nbroken")  # undeserializable but "matching": rebuilt on load
+    meta["engine_sha256"] = __import__("hashlib").sha256(b"FAKETRT\nbroken").hexdigest()
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(Exception):
+        trt.Runtime(None).deserialize_cuda_engine(b"FAKETRT\nbroken")  # no context: refused
+    load_backend("tensorrt", manifest, config).close()
+    assert len(trt.BUILDS) == 3
+    off = trt_config(models_dir, tmp_path, "models.build_engines=false", "models.workspace_mb=64")
+    with pytest.raises(ModelError, match="build_engines is off"):
+        load_backend("tensorrt", manifest, off)
+
+
+def test_implicit_int8_calibrates_through_device_memory_and_reuses_the_cache(
+        fake_trt, models_dir, tmp_path, shared):
+    trt, cuda, adapter = fake_trt
+    from jetkiosk.calibration import calib_cache
+    from jetkiosk.calibration.calib_set import build_set
+    from jetkiosk.calibration.engine_build import ensure_engine
+    from jetkiosk.calibration.model_kinds import capture
+    from jetkiosk.edge.manifest import load_manifest
+
+    config = trt_config(models_dir, tmp_path, "models.precision=int8")
+    manifest = load_manifest(models_dir / "facenet-casia.json")
+    data = build_set(manifest.name, capture(config, manifest),
+                     [shared / "faces/orl/s1", shared / "faces/orl/s2"], 6, seed=3)
+    data.save(tmp_path / "calib")
+    with pytest.raises(ModelError, match="QDQ variant"):
+        ensure_engine(manifest, config)
+    ensure_engine(manifest, config, calibration_set=tmp_path / "calib")
+    build = trt.BUILDS[-1]
+    assert "INT8" in build["builder_flags"] and build["calibration"]["batches"] == 6
+    amax = max(float(np.abs(s["input"]).max()) for s in data.samples)
+    assert build["calibration"]["amax"] == pytest.approx(amax)
+    cache = calib_cache.load(config.models.engines / "facenet-casia.calibration.cache")
+    assert cache.version == calib_cache.version_number(trt.__version__)
+    assert cache.scales["input"] == pytest.approx(amax / 127, rel=1e-6)
+    ensure_engine(manifest, config, force=True, calibration_set=tmp_path / "calib")
+    assert trt.BUILDS[-1]["calibration"] == {"from_cache": 1.0}  # no batches asked again
+    assert cuda.live_allocations() == 0  # the calibrator's buffer was freed
+
+
+def test_dla_with_gpu_fallback_and_progress(fake_trt, models_dir, tmp_path):
+    trt, cuda, adapter = fake_trt
+    from jetkiosk.calibration.engine_build import ensure_engine
+    from jetkiosk.edge.manifest import load_manifest
+
+    config = trt_config(models_dir, tmp_path, "models.dla_core=1", "models.precision=fp16")
+    said = []
+    ensure_engine(load_manifest(models_dir / "retinaface-mnet025.json"), config,
+                  progress=said.append)
+    build = trt.BUILDS[-1]
+    assert build["device"] == "DLA" and build["dla_core"] == 1
+    assert {"GPU_FALLBACK", "FP16"} <= set(build["builder_flags"])
+    assert any("building a fp16 TensorRT" in s for s in said)
+    assert any("Building engine: 2/2" in s for s in said) == trt.__version__.startswith("10")
+    config.models.dla_core = 5
+    with pytest.raises(adapter.TensorRTError, match="DLA cores"):
+        ensure_engine(load_manifest(models_dir / "retinaface-mnet025.json"), config)
+
+
+def test_parser_errors_are_reported(fake_trt, tmp_path):
+    trt, cuda, adapter = fake_trt
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(adapter.TensorRTError, match="ONNX parser refused it"):
+        adapter.build_engine(bad, adapter.BuildSpec())
+    assert cuda.current_context() is None
