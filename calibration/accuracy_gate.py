@@ -109,7 +109,7 @@ def _variant_manifest(base: Manifest, form: str, model_file: Path, info: Dict[st
 
 
 def make_int8(manifest: Manifest, form: str, samples: Sequence[Dict[str, np.ndarray]],
-              compare: Comparison, calibration: Dict[str, object], method: str = "entropy",
+              compare: Comparison, calibration: Dict[str, object], method: str = "minmax",
               max_float_fraction: float = 0.1,
               progress: Callable[[str], None] = log.info) -> GateResult:
     """Quantize ``manifest``'s model to ``form``, gate it, exclude layers while over budget.

@@ -28,8 +28,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.Argu
     _set_options(quantize)
     quantize.add_argument("--form", choices=["int8", "int8-cpu", "both"], default="both",
                           help="int8: for TensorRT; int8-cpu: for ONNX Runtime")
-    quantize.add_argument("--method", choices=["entropy", "minmax", "percentile"],
-                          default="entropy")
+    quantize.add_argument("--method", choices=["minmax", "entropy", "percentile"],
+                          default="minmax", help="activation ranges (entropy and percentile "
+                          "need a set of one input shape: --frame-size)")
     quantize.add_argument("--heldout", type=Path, action="append", required=True,
                           help="held-out data: pictures (detector, styles) or one subfolder "
                                "per identity (encoder); repeatable")

@@ -80,9 +80,8 @@ def ensure_engine(manifest: Manifest, config: Config, force: bool = False,
     precision = settings.precision
     implicit = precision == "int8" and "quantized_from" not in manifest.source
     if implicit and calibration_set is None:
-        raise ModelError(f"{manifest.name}: int8 needs the QDQ variant (`jetkiosk quantize "
-                         f"{manifest.name}`) or a calibration set (`jetkiosk build "
-                         "--calibration-set`)")
+        precision, implicit = "fp16", False  # no gated QDQ variant: the per-model fallback
+        progress(f"{manifest.name}: no int8 QDQ variant and no calibration set; building fp16")
     shapes = profile_shapes(manifest, config)
     cache_file = settings.engines / f"{manifest.name}.calibration.cache"
     options = {"profiles": {k: [list(s) for s in v] for k, v in shapes.items()},

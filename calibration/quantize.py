@@ -32,7 +32,7 @@ MIN_OPSET = 13
 @dataclass
 class QuantizeSpec:
     form: str = "int8"
-    method: str = "entropy"  # entropy | minmax | percentile
+    method: str = "minmax"  # minmax | entropy | percentile (histograms: one input shape)
     exclude: List[str] = field(default_factory=list)  # node names kept in float
 
 
@@ -88,6 +88,10 @@ def quantize(model_path: Path, out_path: Path, samples: Sequence[Dict[str, np.nd
         raise ModelError(f"quantization form {spec.form!r}: choose one of {', '.join(FORMS)}")
     if not samples:
         raise ModelError("quantize: the calibration set is empty")
+    shapes = {tuple(v.shape) for s in samples for v in s.values()}
+    if spec.method != "minmax" and len(shapes) > 1:
+        raise ModelError(f"quantize: {spec.method} calibration needs one input shape, the set has "
+                         f"{len(shapes)}; record it with --frame-size or use --method minmax")
     work.mkdir(parents=True, exist_ok=True)
     prepared = _upgraded(model_path, work)
     common = {"quant_format": QuantFormat.QDQ, "weight_type": QuantType.QInt8,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .errors import ModelError
 
+log = logging.getLogger(__name__)
 SCHEMA = 1
 Dim = Union[int, str]
 
@@ -144,9 +146,12 @@ def load_precision(path: Path, precision: str, backend: str) -> Manifest:
     if precision == "int8":
         form = "int8" if backend == "tensorrt" else "int8-cpu"
         variant = variant_path(path, form)
-        if not variant.is_file():
-            raise ModelError(f"{variant}: no {form} variant of {Path(path).stem} (run `jetkiosk "
-                             f"quantize {Path(path).stem}`; it is written only when it passes its "
-                             "accuracy gate)")
-        return load_manifest(variant)
+        if variant.is_file():
+            return load_manifest(variant)
+        instead = "fp16" if backend == "tensorrt" else "fp32"
+        report = variant.with_name(variant.stem + ".gate.json")
+        why = f"it failed its accuracy gate ({report})" if report.is_file() else \
+            f"there is none (`jetkiosk quantize {Path(path).stem}` makes it if it passes the gate)"
+        log.warning("%s: no %s variant, %s; running %s instead", Path(path).stem, form, why,
+                    instead)
     return load_manifest(path)

@@ -157,12 +157,8 @@ def _parse(builder: trt.Builder, onnx_path: Path) -> Tuple[trt.INetworkDefinitio
     return network, parser
 
 
-def network_inputs(onnx_path: Path) -> Dict[str, Shape]:
-    """Input names and shapes (-1 for a dynamic axis) as TensorRT's parser sees them."""
-    builder = trt.Builder(trt_logger())
-    network, _ = _parse(builder, onnx_path)
-    return {network.get_input(i).name: tuple(network.get_input(i).shape)
-            for i in range(network.num_inputs)}
+def _shape(dims: trt.Dims) -> Shape:
+    return tuple(dims[i] for i in range(len(dims)))
 
 
 def _configure(builder: trt.Builder, spec: BuildSpec,
@@ -178,7 +174,8 @@ def _configure(builder: trt.Builder, spec: BuildSpec,
     for shapes in spec.profiles:
         profile = builder.create_optimization_profile()
         for name, (low, opt, high) in shapes.shapes.items():
-            profile.set_shape(name, low, opt, high)
+            profile.set_shape(name, trt.Dims(list(low)), trt.Dims(list(opt)),
+                              trt.Dims(list(high)))
         config.add_optimization_profile(profile)
         if calibrator is not None:
             config.set_calibration_profile(profile)
@@ -341,7 +338,7 @@ class EngineRunner:
 
     def _info(self, name: str) -> TensorInfo:
         return TensorInfo(name, self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
-                          tuple(self.engine.get_tensor_shape(name)),
+                          _shape(self.engine.get_tensor_shape(name)),
                           np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
 
     def _binding(self, info: TensorInfo, shape: Shape) -> _Binding:
@@ -374,7 +371,7 @@ class EngineRunner:
             outputs: Dict[str, np.ndarray] = {}
             for info in self.tensors:
                 if not info.is_input:
-                    shape = tuple(self.context.get_tensor_shape(info.name))
+                    shape = _shape(self.context.get_tensor_shape(info.name))
                     binding = self._binding(info, shape)
                     outputs[info.name] = binding.host[:int(np.prod(shape))].reshape(shape)
             if not self.context.execute_async_v3(self.stream.handle):

@@ -19,7 +19,6 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import onnx
 import onnxruntime as ort
-
 from pycuda import driver as cuda
 
 __version__ = "10.3.0"
@@ -82,6 +81,10 @@ class DataType(enum.IntEnum):
     FLOAT = 0
 
 
+class Dims(tuple):
+    """trt.Dims(list) -> a shape; a plain tuple here."""
+
+
 def nptype(dtype: DataType) -> type:
     return {DataType.FLOAT: np.float32}[dtype]
 
@@ -113,7 +116,7 @@ class OnnxParser:
         try:
             proto = onnx.load_from_string(model)
             onnx.checker.check_model(proto)
-        except Exception as exc:  # the real parser reports, it does not raise
+        except Exception as exc:  # noqa: BLE001 - the real parser reports, it does not raise
             self.errors.append(f"ONNX parse error: {exc}")
             return False
         self.network.onnx = model
@@ -168,8 +171,17 @@ class IInt8MinMaxCalibrator(IInt8Calibrator):
 
 
 class IBuilderConfig:
-    __slots__ = ("flags", "pool_limits", "profiles", "calibration_profile", "int8_calibrator",
-                 "default_device_type", "DLA_core", "timing_cache", "_progress_monitor")
+    __slots__ = (
+        "DLA_core",
+        "_progress_monitor",
+        "calibration_profile",
+        "default_device_type",
+        "flags",
+        "int8_calibrator",
+        "pool_limits",
+        "profiles",
+        "timing_cache",
+    )
 
     def __init__(self) -> None:
         self.flags: set = set()

@@ -5,20 +5,20 @@ done only when the stream is synchronized, and every allocation freed exactly on
 from __future__ import annotations
 
 import threading
-from typing import Callable, Dict, List, Optional
+from typing import Callable, ClassVar, Dict, List, Optional
 
 import numpy as np
 
 
-class LogicError(RuntimeError):
+class LogicError(RuntimeError):  # pycuda's name for API misuse
     pass
 
 
 class State:
     initialised = False
     next_address = 0x7F0000000000
-    memory: Dict[int, bytearray] = {}
-    freed: List[int] = []
+    memory: ClassVar[Dict[int, bytearray]] = {}
+    freed: ClassVar[List[int]] = []
     stacks = threading.local()
     pushes = 0
 
@@ -115,7 +115,7 @@ def device_bytes(address: int) -> bytearray:
     raise LogicError(f"address {address:#x} is not allocated")
 
 
-STREAMS: Dict[int, "Stream"] = {}
+STREAMS: Dict[int, Stream] = {}
 
 
 class Stream:
