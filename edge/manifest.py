@@ -150,8 +150,10 @@ def load_precision(path: Path, precision: str, backend: str) -> Manifest:
             return load_manifest(variant)
         instead = "fp16" if backend == "tensorrt" else "fp32"
         report = variant.with_name(variant.stem + ".gate.json")
+        name = Path(path).stem[len("style-"):] if Path(path).stem.startswith("style-") \
+            else Path(path).stem
         why = f"it failed its accuracy gate ({report})" if report.is_file() else \
-            f"there is none (`jetkiosk quantize {Path(path).stem}` makes it if it passes the gate)"
+            f"there is none (`jetkiosk quantize {name}` makes it if it passes the gate)"
         log.warning("%s: no %s variant, %s; running %s instead", Path(path).stem, form, why,
                     instead)
     return load_manifest(path)
