@@ -5,6 +5,7 @@ fall back for the whole model (FP16 on TensorRT, FP32 on ONNX Runtime) and say s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -102,10 +103,8 @@ def sensitivity(fp32_path: Path, qdq_path: Path, samples: Sequence[Dict[str, np.
 def _variant_manifest(base: Manifest, form: str, model_file: Path, info: Dict[str, object]) -> Manifest:
     source = {"quantized_from": {"file": base.file, "sha256": base.sha256, "name": base.name},
               "form": form, **info}
-    return Manifest(name=base.name, task=base.task, file=model_file.name,
-                    sha256=sha256_file(model_file), inputs=base.inputs, outputs=base.outputs,
-                    preprocess=base.preprocess, postprocess=base.postprocess, source=source,
-                    license=base.license)
+    return dataclasses.replace(base, file=model_file.name, sha256=sha256_file(model_file),
+                               source=source, path=None)
 
 
 def make_int8(manifest: Manifest, form: str, samples: Sequence[Dict[str, np.ndarray]],

@@ -6,7 +6,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from jetkiosk.edge.config import Config, data_dir
 from jetkiosk.edge.errors import ConfigError, ModelError
@@ -144,4 +144,3 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "calibrate": cmd_calibrate, "quantize": cmd_quantize, "build": cmd_build}
-__all__: List[str] = ["COMMANDS", "add_parsers", "find_manifest"]

@@ -26,8 +26,6 @@ from jetkiosk.edge.stylizer import Stylizer
 
 from .calib_set import Capture, Item, RecordingBackend, candidates, frame
 
-KINDS = ("face-detector", "face-encoder", "style-transfer")
-
 
 def _lenient(config: Config) -> Config:
     """The runtime as calibration and the gate run it: FP32 on ONNX Runtime, and every face
