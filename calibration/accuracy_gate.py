@@ -32,6 +32,15 @@ BUDGETS: Dict[str, Dict[str, float]] = {
     "style-transfer": {"psnr": 28.0, "ssim": 0.90},
 }
 FALLBACK = {"int8": "fp16", "int8-cpu": "fp32"}
+MIN_FLOAT_LAYERS = 4  # a small network may keep this many layers in float whatever its size
+
+
+def float_layer_steps(layers: int, max_fraction: float) -> List[int]:
+    """How many of the most sensitive layers each retry keeps in float: 1, 2, 4, ... and then
+    the cap itself, which is ``max_fraction`` of the layers but at least MIN_FLOAT_LAYERS."""
+    cap = min(layers, max(MIN_FLOAT_LAYERS, int(layers * max_fraction)))
+    steps = [n for n in (2 ** k for k in range(cap.bit_length())) if n < cap]
+    return steps + [cap] if cap else []
 
 
 @dataclass
@@ -123,8 +132,8 @@ def make_int8(manifest: Manifest, form: str, samples: Sequence[Dict[str, np.ndar
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         excluded: List[str] = []
-        limit = 0
-        ranking: Optional[List[str]] = None
+        steps: Optional[List[int]] = None
+        ranking: List[str] = []
         while True:
             candidate = work / f"candidate{len(result.attempts)}.onnx"
             progress(f"{manifest.name}: quantizing to {form} ({len(excluded)} layers in float)")
@@ -140,13 +149,13 @@ def make_int8(manifest: Manifest, form: str, samples: Sequence[Dict[str, np.ndar
             progress(result.report())
             if not failures:
                 break
-            if ranking is None:
+            if steps is None:
                 ranking = sensitivity(manifest.model_path, candidate, samples)
-            limit = max(1, limit * 2)
-            if limit > max(1, int(len(ranking) * max_float_fraction)) or limit > len(ranking):
+                steps = float_layer_steps(len(ranking), max_float_fraction)
+            if not steps:
                 result.fallback = FALLBACK[form]
                 break
-            excluded = ranking[:limit]
+            excluded = ranking[:steps.pop(0)]
         if result.passed:
             model_file = target.with_suffix(".onnx")
             shutil.copyfile(candidate, model_file)

@@ -22,11 +22,9 @@ import numpy as np
 
 from jetkiosk.edge.backend import Backend
 from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.images import load_image
+from jetkiosk.edge.images import IMAGE_SUFFIXES, load_photo
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
-TIGHT_CROP_SIDE = 160  # images smaller than this are tight face crops (ORL): see frame()
 
 
 @dataclass(frozen=True)
@@ -74,15 +72,9 @@ def choose(items: List[Item], count: int, seed: int) -> List[Item]:
 
 
 def frame(item: Item) -> np.ndarray:
-    """The item's BGR picture. Tight face crops (short side under 160 px, like ORL's) are
-    upscaled 4x and bordered so the detector sees a whole head, as the runtime needs."""
+    """The item's BGR picture (a photo as the detector needs it, or a video frame)."""
     if item.frame < 0:
-        image = load_image(Path(item.path), min_side=8)
-        if min(image.shape[:2]) < TIGHT_CROP_SIDE:
-            image = cv2.resize(image, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
-            pad_y, pad_x = image.shape[0] // 8, image.shape[1] // 8
-            image = cv2.copyMakeBorder(image, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REPLICATE)
-        return image
+        return load_photo(Path(item.path))
     capture = cv2.VideoCapture(item.path)
     capture.set(cv2.CAP_PROP_POS_FRAMES, item.frame)
     ok, image = capture.read()

@@ -18,9 +18,8 @@ import cv2
 import numpy as np
 
 from .errors import ImageError, SourceError
-from .images import load_image
+from .images import IMAGE_SUFFIXES, load_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
 Frame = Tuple[np.ndarray, float]  # BGR image, capture time (monotonic seconds)
 
 

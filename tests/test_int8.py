@@ -129,11 +129,20 @@ def test_gate_passes_a_good_style_network_and_falls_back_when_over_budget(
     failed = accuracy_gate.make_int8(manifest, "int8", samples, compare, {"seed": 0},
                                      method="minmax", progress=lambda _: None)
     assert not failed.passed and failed.fallback == "fp16"
-    assert len(failed.attempts) >= 2 and failed.excluded  # layers were kept in float first
+    # a small network still gets several float retries: 1, 2, then the cap of 4 layers
+    assert [a["excluded"] for a in failed.attempts] == [0, 1, 2, 4]
+    assert len(failed.excluded) == 4
     assert not (tmp_path / "style-mosaic.int8.json").exists()
     report = json.loads((tmp_path / "style-mosaic.int8.gate.json").read_text())
     assert report["passed"] is False and report["fallback"] == "fp16"
     assert "FAIL" in failed.report() and "fall back to fp16" in failed.report()
+
+
+@pytest.mark.parametrize("layers, steps", [
+    (0, []), (3, [1, 2, 3]), (20, [1, 2, 4]), (48, [1, 2, 4]), (100, [1, 2, 4, 8, 10]),
+    (160, [1, 2, 4, 8, 16])])
+def test_float_layer_retries_grow_to_a_cap_of_a_tenth_but_at_least_four(layers, steps):
+    assert accuracy_gate.float_layer_steps(layers, 0.1) == steps
 
 
 def test_int8_encoder_keeps_identification_and_the_gallery(models_dir, shared, tmp_path,
