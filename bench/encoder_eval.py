@@ -34,21 +34,6 @@ def orl_images():
     return images, np.array(owners)
 
 
-def pairs(encodings: np.ndarray, owners: np.ndarray):
-    dist = ((encodings[:, None] - encodings[None]) ** 2).sum(-1)
-    upper = np.triu_indices(len(encodings), 1)
-    same = (owners[:, None] == owners[None])[upper]
-    return dist[upper][same], dist[upper][~same]
-
-
-def eer(genuine: np.ndarray, impostor: np.ndarray):
-    thresholds = np.sort(np.concatenate([genuine, impostor]))
-    frr = 1 - np.searchsorted(np.sort(genuine), thresholds, side="right") / len(genuine)
-    far = np.searchsorted(np.sort(impostor), thresholds, side="right") / len(impostor)
-    i = int(np.argmin(np.abs(frr - far)))
-    return (frr[i] + far[i]) / 2, thresholds[i]
-
-
 def encode_all(a, images, detections, align=None, flip=False):
     from jetkiosk.edge.align import Aligner
 
@@ -96,6 +81,8 @@ def people_distances(a, aligner_align, flip=False):
 
 
 def main() -> None:
+    from jetkiosk.export.verification_eval import evaluate, verification_report
+
     a = analyzer("quality.min_sharpness=0")
     template = a.encoder_manifest.preprocess["align"]
     images, owners = orl_images()
@@ -107,19 +94,21 @@ def main() -> None:
     candidates = [({"method": "margin", "margin": m}, f"margin crop {m:.0%} of box")
                   for m in (0.0, 0.1, 0.2, 0.3)] + [(template, "similarity to template")]
     for align, label in candidates:
-        e, _ = eer(*pairs(encode_all(a, images, detections, align)[0], owners))
+        e = verification_report(encode_all(a, images, detections, align)[0], owners)[0].eer
         g, i = people_distances(a, align)
         print(f"{label:30s} {e * 100:5.2f}%   {i.min() - g.max():+.3f}")
     print("flip test-time augmentation    ORL EER   encode time per face")
     for flip in (False, True):
         enc, seconds = encode_all(a, images, detections, template, flip)
-        e, _ = eer(*pairs(enc, owners))
+        e = verification_report(enc, owners)[0].eer
         print(f"{'on' if flip else 'off':30s} {e * 100:5.2f}%   {seconds * 1000:.1f} ms")
     print("threshold (squared L2)")
     tau = 1.0
-    for name, (g, i) in (("ORL", pairs(encode_all(a, images, detections)[0], owners)),
+    for name, (g, i) in (("ORL", verification_report(encode_all(a, images, detections)[0],
+                                                      owners)[1:]),
                          ("people", people_distances(a, None))):
-        e, at = eer(g, i)
+        report = evaluate(g, i)
+        e, at = report.eer, report.eer_threshold
         print(f"{name:7s} genuine {np.mean(g):.3f}+-{np.std(g):.3f} (max {g.max():.3f}), "
               f"impostor {np.mean(i):.3f}+-{np.std(i):.3f} (min {i.min():.3f}); EER "
               f"{e * 100:.2f}% at {at:.3f}; at tau={tau}: FRR {np.mean(g > tau) * 100:.2f}%, "

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from jetkiosk.calibration import commands as int8_commands
+from jetkiosk.export import encoder_commands
 
 from .config import Config, load_config
 from .errors import GalleryError, ImageError, JetkioskError
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=Path("demo-out"))
     _common(demo)
     int8_commands.add_parsers(sub, _common)
+    encoder_commands.add_parsers(sub, _common)
     return parser
 
 
@@ -463,7 +465,8 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery, "verify": cmd_verify,
             "identify": cmd_identify, "embed": cmd_embed, "run": cmd_run, "listen": cmd_listen,
             "models": cmd_models, "demo": cmd_demo, "kiosk": cmd_kiosk, "styles": cmd_styles,
-            "stylize-image": cmd_stylize_image, **int8_commands.COMMANDS}
+            "stylize-image": cmd_stylize_image, **int8_commands.COMMANDS,
+            **encoder_commands.COMMANDS}
 
 
 def _train_style(argv: List[str]) -> int:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from .backend import Backend
 from .errors import ModelError
+
+
+def encoder_blob(crops: Sequence[np.ndarray], preprocess: Dict[str, Any]) -> np.ndarray:
+    """BGR uint8 crops -> the encoder's NCHW float32 input (colour order, mean, std)."""
+    batch = np.stack(crops).astype(np.float32)
+    if preprocess["color"] == "RGB":
+        batch = batch[..., ::-1]
+    mean = np.asarray(preprocess["mean"], np.float32)
+    std = np.asarray(preprocess["std"], np.float32)
+    return np.ascontiguousarray(((batch - mean) / std).transpose(0, 3, 1, 2))
 
 
 class FaceEncoder:
@@ -24,18 +34,10 @@ class FaceEncoder:
         self.dim = dim
         self.flip = flip
         self.max_batch = max_batch
-        self._mean = np.asarray(self.pre["mean"], np.float32)
-        self._std = np.asarray(self.pre["std"], np.float32)
-
-    def _blob(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        batch = np.stack(crops).astype(np.float32)
-        if self.pre["color"] == "RGB":
-            batch = batch[..., ::-1]
-        batch = (batch - self._mean) / self._std
-        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
     def _run(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        return self.backend.run({self.input_name: self._blob(crops)})[self.output_name]
+        return self.backend.run({self.input_name: encoder_blob(crops, self.pre)})[
+            self.output_name]
 
     def encode(self, crops: List[np.ndarray]) -> np.ndarray:
         """Encodings (N x dim, unit length) for N aligned BGR crops."""

@@ -31,6 +31,15 @@ class Face:
     crop: Optional[np.ndarray] = None  # the aligned encoder input (BGR uint8)
 
 
+def model_manifest(config: Config, name: str, task: str) -> Manifest:
+    """The manifest of model ``name`` at the configured precision; it must do ``task``."""
+    manifest = load_precision(manifest_path(config.models_dir, name), config.models.precision,
+                              resolve(config.models.backend))
+    if manifest.task != task:
+        raise ModelError(f"{manifest.path}: is a {manifest.task}, expected a {task}")
+    return manifest
+
+
 class FaceAnalyzer:
     """Loads detector and encoder from the models directory and runs the face path."""
 
@@ -38,8 +47,8 @@ class FaceAnalyzer:
         models = config.models_dir
         if not models.is_dir():
             raise ModelError(f"{models}: models directory missing (run `jetkiosk models prepare`)")
-        det_manifest = self._manifest(config, config.models.detector, "face-detector")
-        self.encoder_manifest: Manifest = self._manifest(config, config.models.encoder,
+        det_manifest = model_manifest(config, config.models.detector, "face-detector")
+        self.encoder_manifest: Manifest = model_manifest(config, config.models.encoder,
                                                          "face-encoder")
         self.detector = FaceDetector(
             load_backend(config.models.backend, det_manifest, config),
@@ -50,14 +59,6 @@ class FaceAnalyzer:
                                                 config),
                                    flip=config.encoder.flip, max_batch=config.encoder.max_batch)
         self.gate = QualityGate(config.quality)
-
-    @staticmethod
-    def _manifest(config: Config, name: str, task: str) -> Manifest:
-        manifest = load_precision(manifest_path(config.models_dir, name), config.models.precision,
-                                  resolve(config.models.backend))
-        if manifest.task != task:
-            raise ModelError(f"{manifest.path}: is a {manifest.task}, expected a {task}")
-        return manifest
 
     @property
     def fingerprint(self) -> str:

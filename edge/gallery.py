@@ -4,6 +4,9 @@ File format (version 1): a NumPy ``.npz`` archive read with ``allow_pickle=False
 ``header`` (JSON text), ``names`` (K strings), ``owner`` (M person indices) and
 ``encodings`` (M x D float32, one row per enrolled photo). The header binds the file to the
 encoder's fingerprint; encodings from any other model are refused, never compared.
+Version 2 adds ``head`` to the header: the gallery decides with a learned verification
+head instead of a distance threshold. A gallery without a head is still written as version
+1, so older jetkiosk releases keep reading it; one with a head is refused by them.
 Writes go to a temporary file that is fsynced and renamed over the old one, mode 0600.
 """
 
@@ -20,9 +23,10 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from .errors import GalleryError
+from .verification_head import VerificationHead
 
 FORMAT = "jetkiosk-gallery"
-VERSION = 1
+VERSIONS = (1, 2)
 
 
 class Gallery:
@@ -33,6 +37,7 @@ class Gallery:
         self.fingerprint = fingerprint
         self.dim = dim
         self.threshold: Optional[float] = None
+        self.head: Optional[VerificationHead] = None  # decide with it instead of a threshold
         self.people: Dict[str, Dict[str, Any]] = {}  # name -> {"threshold", "enrolled"}
         self._encodings: Dict[str, np.ndarray] = {}  # name -> n x D
 
@@ -82,6 +87,17 @@ class Gallery:
         else:
             self.people[self._known(name)]["threshold"] = value
 
+    def set_head(self, head: Optional[VerificationHead]) -> None:
+        """Decide with ``head`` (None: back to the distance threshold)."""
+        if head is not None and head.fingerprint != self.fingerprint:
+            raise GalleryError(
+                f"the verification head was trained on encoder fingerprint {head.fingerprint}, "
+                f"this gallery's encodings come from {self.fingerprint}")
+        if head is not None and len(head.weights) != self.dim:
+            raise GalleryError(f"the verification head has {len(head.weights)} weights, "
+                               f"the encodings {self.dim} dimensions")
+        self.head = head
+
     def template(self, name: str) -> np.ndarray:
         """``name``'s unit-length template: the mean of their encodings, renormalised."""
         mean = self.encodings(name).mean(0).astype(np.float32)
@@ -100,10 +116,12 @@ class Gallery:
         path.parent.mkdir(parents=True, exist_ok=True)
         names = self.names
         header = {
-            "format": FORMAT, "version": VERSION, "encoder": self.encoder,
-            "fingerprint": self.fingerprint, "dim": self.dim, "threshold": self.threshold,
-            "people": {n: self.people[n] for n in names},
+            "format": FORMAT, "version": 1 if self.head is None else 2,
+            "encoder": self.encoder, "fingerprint": self.fingerprint, "dim": self.dim,
+            "threshold": self.threshold, "people": {n: self.people[n] for n in names},
         }
+        if self.head is not None:
+            header["head"] = self.head.as_dict()
         owner = np.concatenate([np.full(len(self._encodings[n]), i, np.int32)
                                 for i, n in enumerate(names)] or [np.zeros(0, np.int32)])
         rows = [self._encodings[n] for n in names] or [np.zeros((0, self.dim), np.float32)]
@@ -143,9 +161,9 @@ def load_gallery(path: Path, fingerprint: Optional[str] = None) -> Gallery:
         raise GalleryError(f"{path}: not a jetkiosk gallery file ({exc})") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise GalleryError(f"{path}: not a jetkiosk gallery file")
-    if header.get("version") != VERSION:
+    if header.get("version") not in VERSIONS:
         raise GalleryError(f"{path}: gallery format version {header.get('version')!r}, "
-                           f"this jetkiosk reads version {VERSION}")
+                           f"this jetkiosk reads versions {VERSIONS}")
     if fingerprint is not None and header["fingerprint"] != fingerprint:
         raise GalleryError(
             f"{path}: encodings were made by encoder {header['encoder']} "
@@ -157,6 +175,8 @@ def load_gallery(path: Path, fingerprint: Optional[str] = None) -> Gallery:
         raise GalleryError(f"{path}: gallery file is inconsistent (shapes do not agree)")
     gallery = Gallery(header["encoder"], header["fingerprint"], dim)
     gallery.threshold = header.get("threshold")
+    if header.get("head") is not None:
+        gallery.set_head(VerificationHead.from_dict(header["head"], dim, f"{path}: head"))
     for i, name in enumerate(names):
         gallery.add(name, rows[owner == i])
         gallery.people[name] = dict(header["people"][name])

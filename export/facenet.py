@@ -60,6 +60,8 @@ def load_facenet(graph: FrozenGraph) -> InceptionResnetV1:
 def export_onnx(model: torch.nn.Module, path: Path, size: int = 160, opset: int = 17) -> None:
     """Export with a dynamic batch axis; input 'input' NCHW float32, output 'embeddings'."""
     dummy = torch.zeros(2, 3, size, size)
+    with torch.no_grad():
+        embedding_size = model(dummy).shape[1]
     torch.onnx.export(
         model, (dummy,), str(path), input_names=["input"], output_names=["embeddings"],
         dynamic_axes={"input": {0: "batch"}, "embeddings": {0: "batch"}}, opset_version=opset,
@@ -70,5 +72,5 @@ def export_onnx(model: torch.nn.Module, path: Path, size: int = 160, opset: int 
     proto = onnx.load(str(path))
     out_dim = proto.graph.output[0].type.tensor_type.shape.dim[1]
     out_dim.Clear()
-    out_dim.dim_value = model.last_linear.out_features  # the exporter leaves it symbolic
+    out_dim.dim_value = embedding_size  # the exporter leaves it symbolic
     onnx.save(proto, str(path))

