@@ -14,6 +14,7 @@ from .config import Config
 from .decisions import Matcher
 from .events import FaceEvent
 from .faces import FaceAnalyzer
+from .sd_notify import Notifier
 from .sinks import Sink
 from .sources import Source
 from .tracker import UNKNOWN, Tracker, TrackEvent
@@ -24,8 +25,10 @@ log = logging.getLogger(__name__)
 class CaptureLoop:
     """Runs the per-frame path over a source and publishes track events to a sink."""
 
-    def __init__(self, config: Config, analyzer: FaceAnalyzer, matcher: Matcher, sink: Sink):
+    def __init__(self, config: Config, analyzer: FaceAnalyzer, matcher: Matcher, sink: Sink,
+                 notifier: Optional[Notifier] = None):
         self.config = config
+        self.notifier = notifier or Notifier()  # systemd: READY=1, WATCHDOG=1 from this loop
         self.analyzer = analyzer
         self.matcher = matcher
         self.sink = sink
@@ -80,15 +83,24 @@ class CaptureLoop:
         """Process frames until the source ends or ``stop`` is set; returns frames processed."""
         min_period = 1.0 / self.config.run.max_fps if self.config.run.max_fps > 0 else 0.0
         started = time.monotonic()
+        watchdog = self.notifier.watchdog_seconds
+        pinged = -float("inf")
         try:
-            for frame, _ in source.frames():
+            for count, (frame, _) in enumerate(source.frames(), 1):
                 if self.stop.is_set():
                     break
                 tick = time.monotonic()
                 self.process(frame)
+                if count == 1:  # models loaded and the first frame through
+                    self.notifier.ready(f"processing {self.config.run.source or 'frames'}")
+                if watchdog and tick - pinged >= watchdog / 4:
+                    # from the frame loop itself: a hung loop stops pinging and is restarted
+                    self.notifier.watchdog()
+                    pinged = tick
                 if min_period:
                     time.sleep(max(0.0, min_period - (time.monotonic() - tick)))
         finally:
+            self.notifier.stopping()
             self._publish(self.tracker.finish())
             source.close()
         elapsed = time.monotonic() - started
