@@ -14,10 +14,9 @@ from jetkiosk.edge.backend import Backend, load_backend
 from jetkiosk.edge.config import Config
 from jetkiosk.edge.decisions import Matcher
 from jetkiosk.edge.detection import Detection
-from jetkiosk.edge.detector import FaceDetector
 from jetkiosk.edge.encoder import FaceEncoder
 from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.faces import FaceAnalyzer
+from jetkiosk.edge.faces import FaceAnalyzer, configured_detector
 from jetkiosk.edge.gallery import Gallery
 from jetkiosk.edge.manifest import Manifest
 from jetkiosk.edge.style_catalog import StyleCatalog
@@ -41,11 +40,6 @@ def _ort(manifest: Manifest) -> Backend:
     return load_backend("onnxruntime", manifest)
 
 
-def _detector(config: Config, backend: Backend) -> FaceDetector:
-    return FaceDetector(backend, config.detector.score_threshold, config.detector.nms_threshold,
-                        config.detector.max_side)
-
-
 def _stylizer(config: Config, manifest: Manifest, backend: Backend) -> Stylizer:
     """The kiosk's transform (processing width from ``kiosk.width``) around ``backend``."""
     model = StyleModel(manifest, backend)
@@ -58,7 +52,7 @@ def capture(config: Config, manifest: Manifest) -> Capture:
     """picture -> the model inputs the runtime makes from it."""
     recorder = RecordingBackend(_ort(manifest))
     if manifest.task == "face-detector":
-        detector = _detector(config, recorder)
+        detector = configured_detector(config, recorder)
         return lambda image: (detector.detect(image), recorder.take())[1]
     if manifest.task == "face-encoder":
         analyzer = FaceAnalyzer(_lenient(config))
@@ -82,7 +76,8 @@ def _iou(a: Detection, b: Detection) -> float:
 def compare_detector(config: Config, fp32: Backend, quantized: Backend,
                      pictures: Sequence[np.ndarray]) -> Dict[str, float]:
     """Recall of the FP32 detections (IoU >= 0.5), mean IoU of the matches, extra boxes."""
-    reference, candidate = _detector(config, fp32), _detector(config, quantized)
+    reference = configured_detector(config, fp32)
+    candidate = configured_detector(config, quantized)
     found = matched = extra = 0
     ious: List[float] = []
     for image in pictures:

@@ -9,7 +9,7 @@ from typing import List, Optional
 import numpy as np
 
 from .align import Aligner
-from .backend import load_backend, resolve
+from .backend import Backend, load_backend, resolve
 from .config import Config
 from .detection import Detection
 from .detector import FaceDetector
@@ -40,6 +40,12 @@ def model_manifest(config: Config, name: str, task: str) -> Manifest:
     return manifest
 
 
+def configured_detector(config: Config, backend: Backend) -> FaceDetector:
+    """A detector over ``backend`` with the ``[detector]`` settings."""
+    return FaceDetector(backend, config.detector.score_threshold, config.detector.nms_threshold,
+                        config.detector.max_side)
+
+
 class FaceAnalyzer:
     """Loads detector and encoder from the models directory and runs the face path."""
 
@@ -50,10 +56,8 @@ class FaceAnalyzer:
         det_manifest = model_manifest(config, config.models.detector, "face-detector")
         self.encoder_manifest: Manifest = model_manifest(config, config.models.encoder,
                                                          "face-encoder")
-        self.detector = FaceDetector(
-            load_backend(config.models.backend, det_manifest, config),
-            config.detector.score_threshold, config.detector.nms_threshold,
-            config.detector.max_side)
+        self.detector = configured_detector(
+            config, load_backend(config.models.backend, det_manifest, config))
         self.aligner = Aligner(self.encoder_manifest.preprocess)
         self.encoder = FaceEncoder(load_backend(config.models.backend, self.encoder_manifest,
                                                 config),

@@ -73,7 +73,3 @@ class Augmenter:
             values, vectors = self.basis  # type: ignore[misc]
             out = out + 255.0 * (vectors @ (rng.normal(0.0, s.pca_sigma, 3) * values))
         return np.clip(out, 0, 255).astype(np.uint8)
-
-    def centre(self, canvas: np.ndarray) -> np.ndarray:
-        p = self.pad
-        return canvas[p:canvas.shape[0] - p, p:canvas.shape[1] - p]

@@ -99,15 +99,13 @@ def _progress(done: int, total: int) -> None:
 def _faces(args: argparse.Namespace, config: Config):
     """The data folder's faces, found by the runtime's detector."""
     from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.detector import FaceDetector
-    from jetkiosk.edge.faces import model_manifest
+    from jetkiosk.edge.faces import configured_detector, model_manifest
 
     from .face_folder import detect_face_folder
 
     manifest = model_manifest(config, config.models.detector, "face-detector")
-    detector = FaceDetector(load_backend(config.models.backend, manifest, config),
-                            config.detector.score_threshold, config.detector.nms_threshold,
-                            config.detector.max_side)
+    detector = configured_detector(config, load_backend(config.models.backend, manifest,
+                                                        config))
     folder = detect_face_folder(args.data, detector, _progress)
     if args.only:
         folder = folder.subset([i.strip() for i in args.only.split(",") if i.strip()])

@@ -14,7 +14,8 @@ from typing import Any, Dict
 
 from jetkiosk.edge.manifest import Manifest
 
-from .encoder_nets import EncoderNet, export_encoder_onnx
+from .encoder_nets import EncoderNet
+from .facenet import export_onnx
 from .prepare import FACENET_PREPROCESS, save_manifest
 
 
@@ -36,7 +37,7 @@ def export_encoder(net: EncoderNet, models_dir: Path, name: str, preprocess: Dic
     fd, tmp = tempfile.mkstemp(dir=models_dir, suffix=".onnx.tmp")
     os.close(fd)
     try:
-        export_encoder_onnx(net, Path(tmp), preprocess["size"][0])
+        export_onnx(net.eval(), Path(tmp), preprocess["size"][0])
         os.replace(tmp, final)
     finally:
         Path(tmp).unlink(missing_ok=True)

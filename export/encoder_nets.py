@@ -10,7 +10,6 @@ embedding layer, then L2 normalisation). Two sources:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -117,9 +116,3 @@ def set_train_mode(net: EncoderNet) -> None:
             unit.eval()
     if pretrained and not net.spec.get("embedding"):
         net.head.norm.eval()
-
-
-def export_encoder_onnx(net: EncoderNet, path: Path, size: int) -> None:
-    from .facenet import export_onnx
-
-    export_onnx(net.eval(), path, size)

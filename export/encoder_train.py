@@ -61,6 +61,11 @@ class LabelledCrops:
     labels: np.ndarray
     pad: int
 
+    def centres(self) -> np.ndarray:
+        """The centre crops: the runtime's aligned crops."""
+        p, (h, w) = self.pad, self.canvases.shape[1:3]
+        return self.canvases[:, p:h - p, p:w - p]
+
 
 @dataclass
 class TrainResult:
@@ -147,8 +152,6 @@ def train_encoder(net: EncoderNet, data: LabelledCrops, preprocess: Dict[str, An
     view_rng = np.random.default_rng(settings.seed + 1)
     loss_fn = TripletLoss(settings.margin, settings.mining)
     inputs = Inputs(net, data, augment, preprocess, settings.views, dev, log)
-    val_crops = None if val is None else val.canvases[
-        :, val.pad:val.canvases.shape[1] - val.pad, val.pad:val.canvases.shape[2] - val.pad]
     result = TrainResult(net)
     best_state: Optional[Dict[str, torch.Tensor]] = None
     start = 0
@@ -169,9 +172,9 @@ def train_encoder(net: EncoderNet, data: LabelledCrops, preprocess: Dict[str, An
 
     def validate(step: int) -> None:
         nonlocal best_state
-        assert val is not None and val_crops is not None
-        report, _, _ = verification_report(encode(net, val_crops, preprocess, dev), val.labels,
-                                           squared_l2)
+        assert val is not None
+        report, _, _ = verification_report(encode(net, val.centres(), preprocess, dev),
+                                           val.labels, squared_l2)
         result.history.append({"step": step, "val_eer": report.eer})
         if result.best_eer is None or report.eer < result.best_eer:
             result.best_eer, result.best_step = report.eer, step
