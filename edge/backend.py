@@ -8,6 +8,7 @@ when it (and pycuda) import, else ONNX Runtime.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import logging
@@ -16,7 +17,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 import numpy as np
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, JetkioskError
 from .manifest import Manifest, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class Backend:
     """One loaded model. Subclasses implement ``run``."""
 
     precision = "fp32"
+    fallback = ""  # why the configured backend could not run this model, when it could not
 
     def __init__(self, manifest: Manifest, config: Optional[Config] = None):
         self.manifest = manifest
@@ -85,5 +87,23 @@ def resolve(name: str) -> str:
 
 
 def load_backend(name: str, manifest: Manifest, config: Optional[Config] = None) -> Backend:
-    """Load ``manifest``'s model with the backend called ``name`` ("auto" picks the best)."""
-    return _factory(resolve(name))(manifest, config)
+    """Load ``manifest``'s model with the backend called ``name`` ("auto" picks the best).
+
+    A TensorRT engine that can be neither loaded nor rebuilt falls back to ONNX Runtime
+    (``models.fallback``), logged as an error: the kiosk keeps working, slower.
+    """
+    chosen = resolve(name)
+    try:
+        return _factory(chosen)(manifest, config)
+    except (JetkioskError, ImportError, RuntimeError) as exc:
+        if chosen != "tensorrt" or config is None or not config.models.fallback:
+            raise
+        log.error("TensorRT cannot run %s (%s). FALLING BACK TO ONNX RUNTIME, which is slower. "
+                  "Fix it (`jetkiosk build --force %s`) and restart; models.fallback=false "
+                  "makes this fatal.", manifest.name, exc, manifest.name)
+        precision = "fp32" if config.models.precision == "fp16" else config.models.precision
+        cpu = dataclasses.replace(config, models=dataclasses.replace(config.models,
+                                                                     precision=precision))
+        backend = _factory("onnxruntime")(manifest, cpu)
+        backend.fallback = str(exc)
+        return backend

@@ -51,7 +51,8 @@ class OnnxRuntimeBackend(Backend):
         return "int8" if "quantized_from" in self.manifest.source else "fp32"
 
     def describe(self) -> str:
-        return f"onnxruntime ({self.session.get_providers()[0]})"
+        fallback = ", fallback from tensorrt" if self.fallback else ""
+        return f"onnxruntime ({self.session.get_providers()[0]}{fallback})"
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         results = self.session.run(self._outputs, dict(feeds))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -12,8 +13,10 @@ from typing import Any, Dict, List, Optional
 from jetkiosk.calibration import commands as int8_commands
 from jetkiosk.export import encoder_commands
 
+from . import service_commands
 from .config import Config, load_config
 from .errors import GalleryError, ImageError, JetkioskError
+from .log_format import setup_logging
 
 log = logging.getLogger("jetkiosk")
 
@@ -131,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     int8_commands.add_parsers(sub, _common)
     encoder_commands.add_parsers(sub, _common)
+    service_commands.add_parsers(sub, _common)
     return parser
 
 
@@ -147,7 +151,10 @@ def _config(args: argparse.Namespace) -> Config:
             overrides.append(f"{key}={value}")
     if kiosk and args.broker:
         overrides.append("kiosk.mqtt=true")
-    return load_config(getattr(args, "config", None), overrides)
+    path = getattr(args, "config", None) or os.environ.get("JETKIOSK_CONFIG") or (
+        service_commands.DEFAULT_CONFIG if getattr(args, "action", "") == "check" else None)
+    args.config_path = path or "defaults"
+    return load_config(path, overrides)
 
 
 def _emit(args: argparse.Namespace, record: Dict[str, Any], text: str) -> None:
@@ -332,25 +339,12 @@ def cmd_embed(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from .loop import CaptureLoop
-    from .node import Node
-    from .sinks import open_sink
-    from .sources import open_source
+    from .daemon import serve
 
     if not config.run.source:
         raise JetkioskError("run: no source (give --source URI or set run.source)")
     session = Session(config)
-    if "mqtt" in (part.strip() for part in config.run.sink.split(",")):
-        node = Node(config, session.analyzer, session.matcher)
-        source = open_source(config.run.source)
-        node.start().run(source)
-        return 0
-    loop = CaptureLoop(config, session.analyzer, session.matcher(), open_sink(config.run.sink))
-    try:
-        loop.run(open_source(config.run.source))
-    finally:
-        loop.sink.close()
-    return 0
+    return serve(config, session.analyzer, session.matcher, lambda: _config(args))
 
 
 def cmd_listen(args: argparse.Namespace, config: Config) -> int:
@@ -466,7 +460,7 @@ COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery, "verify": cmd_verify,
             "identify": cmd_identify, "embed": cmd_embed, "run": cmd_run, "listen": cmd_listen,
             "models": cmd_models, "demo": cmd_demo, "kiosk": cmd_kiosk, "styles": cmd_styles,
             "stylize-image": cmd_stylize_image, **int8_commands.COMMANDS,
-            **encoder_commands.COMMANDS}
+            **encoder_commands.COMMANDS, **service_commands.COMMANDS}
 
 
 def _train_style(argv: List[str]) -> int:
@@ -482,24 +476,21 @@ def _train_style(argv: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
-    if argv[:2] == ["styles", "train"]:
-        def run() -> int:
-            return _train_style(argv[2:])
-    else:
-        args = build_parser().parse_args(argv)
-
-        def run() -> int:
-            return COMMANDS[args.command](args, _config(args))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("info" if verbose else "warning", "auto")
     try:
-        return run()
+        if argv[:2] == ["styles", "train"]:
+            return _train_style(argv[2:])
+        args = build_parser().parse_args(argv)
+        config = _config(args)
+        verbose_level = "info" if verbose and config.log.level != "debug" else None
+        setup_logging(verbose_level or config.log.level, config.log.format)
+        return COMMANDS[args.command](args, config)
     except JetkioskError as exc:
+        log.debug("error", exc_info=True)
         print(f"jetkiosk: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-
 
 if __name__ == "__main__":
     sys.exit(main())

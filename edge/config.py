@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
 
@@ -21,120 +21,209 @@ else:  # pragma: no cover - JetPack 5 / 6 Pythons
 
 
 def data_dir() -> Path:
-    """Where models and the gallery live: $JETKIOSK_DATA, else ~/.local/share/jetkiosk."""
-    return Path(os.environ.get("JETKIOSK_DATA", Path.home() / ".local/share/jetkiosk"))
+    """Where models, the gallery and the outbox live: $JETKIOSK_DATA, else systemd's
+    $STATE_DIRECTORY (the unit's StateDirectory=), else ~/.local/share/jetkiosk."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    default = Path(state) if state else Path.home() / ".local/share/jetkiosk"
+    return Path(os.environ.get("JETKIOSK_DATA", default))
+
+
+def cache_dir() -> Path:
+    """Where TensorRT engines are cached: systemd's $CACHE_DIRECTORY, else the data dir."""
+    cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return Path(cache) if cache and "JETKIOSK_DATA" not in os.environ else data_dir()
+
+
+def setting(default: Any, doc: str, choices: Sequence[str] = (), low: Optional[float] = None,
+            high: Optional[float] = None) -> Any:
+    """A configuration field: its default, its meaning, and the values it accepts."""
+    return field(default=default, metadata={"doc": doc, "choices": tuple(choices),
+                                            "low": low, "high": high})
 
 
 @dataclass
 class ModelsConfig:
-    dir: str = ""  # empty: <data dir>/models
-    backend: str = "auto"  # onnxruntime | tensorrt | auto (TensorRT when it imports)
-    precision: str = "fp32"  # fp32 | fp16 (TensorRT) | int8 (a variant made by `jetkiosk quantize`)
-    detector: str = "retinaface-mnet025"
-    encoder: str = "facenet-casia"
-    engine_dir: str = ""  # TensorRT engine cache; empty: <data dir>/engines
-    build_engines: bool = True  # TensorRT: build a missing or stale engine at load (minutes)
-    dla_core: int = -1  # TensorRT on Xavier/Orin: DLA core with GPU fallback; -1: GPU
-    workspace_mb: int = 1024  # TensorRT builder workspace limit
+    """Which models run, and how."""
+
+    dir: str = setting("", "ONNX models and manifests (empty: <data dir>/models)")
+    backend: str = setting("auto", "inference backend; auto: TensorRT when it imports, else "
+                           "ONNX Runtime", ("auto", "onnxruntime", "tensorrt"))
+    precision: str = setting("fp32", "fp16 needs TensorRT; int8 a variant made by "
+                             "`jetkiosk quantize`", ("fp32", "fp16", "int8"))
+    detector: str = setting("retinaface-mnet025", "face detector model name")
+    encoder: str = setting("facenet-casia", "face encoder model name")
+    engine_dir: str = setting("", "TensorRT engine cache (empty: <cache dir>/engines)")
+    build_engines: bool = setting(True, "TensorRT: build a missing or stale engine at load "
+                                  "(minutes)")
+    fallback: bool = setting(True, "TensorRT: when an engine can be neither loaded nor rebuilt, "
+                             "run the model with ONNX Runtime (logged as an error)")
+    dla_core: int = setting(-1, "TensorRT on Xavier/Orin: DLA core with GPU fallback; -1: GPU",
+                            low=-1)
+    workspace_mb: int = setting(1024, "TensorRT builder workspace limit, MiB", low=1)
 
     @property
     def engines(self) -> Path:
-        return Path(self.engine_dir) if self.engine_dir else data_dir() / "engines"
+        return Path(self.engine_dir) if self.engine_dir else cache_dir() / "engines"
 
 
 @dataclass
 class DetectorConfig:
-    score_threshold: float = 0.8
-    nms_threshold: float = 0.4
-    max_side: int = 640  # frames are scaled so the long side is at most this
+    """Face detection."""
+
+    score_threshold: float = setting(0.8, "minimum detector confidence", low=0, high=1)
+    nms_threshold: float = setting(0.4, "IoU above which overlapping boxes are merged",
+                                   low=0, high=1)
+    max_side: int = setting(640, "frames are scaled so the long side is at most this, px",
+                            low=32)
 
 
 @dataclass
 class QualityConfig:
-    min_face: int = 40  # px, shorter side of the face box
-    min_sharpness: float = 10.0  # variance of the Laplacian of the aligned crop
-    max_roll: float = 40.0  # degrees between the eyes' line and the horizontal
+    """Faces that are not encoded (too small, blurred, tilted)."""
+
+    min_face: int = setting(40, "px, shorter side of the face box", low=0)
+    min_sharpness: float = setting(10.0, "variance of the Laplacian of the aligned crop", low=0)
+    max_roll: float = setting(40.0, "degrees between the eyes' line and the horizontal",
+                              low=0, high=180)
 
 
 @dataclass
 class EncoderConfig:
-    flip: bool = False  # flip test-time augmentation (bench/flip_tta.py measures it)
-    max_batch: int = 16
+    """Face encoding."""
+
+    flip: bool = setting(False, "flip test-time augmentation (bench/flip_tta.py measures it)")
+    max_batch: int = setting(16, "faces encoded in one batch", low=1)
 
 
 @dataclass
 class GalleryConfig:
-    path: str = ""  # empty: <data dir>/gallery.npz
-    # Squared L2 distance threshold; bench/threshold.py measured it (README).
-    threshold: float = 1.0
-    uncertain_margin: float = 0.05  # |distance - threshold| below this: decision "uncertain"
+    """Enrolled people and the decision threshold."""
+
+    path: str = setting("", "gallery file (empty: <data dir>/gallery.npz)")
+    threshold: float = setting(1.0, "squared L2 distance threshold when the gallery sets none "
+                               "(bench/threshold.py measured it)", low=0)
+    uncertain_margin: float = setting(0.05, "|distance - threshold| below this: decision "
+                                      "\"uncertain\"", low=0)
 
 
 @dataclass
 class TrackerConfig:
-    iou: float = 0.3  # minimum IoU to continue a track
-    max_missed: int = 10  # frames a track survives without a detection
-    votes: int = 3  # agreeing frames before a track announces a decision
-    window: int = 7  # frames in the voting window
-    reembed_every: int = 5  # once decided, encode a track's face only every Nth frame
+    """Face tracks across frames and their votes."""
+
+    iou: float = setting(0.3, "minimum IoU to continue a track", low=0, high=1)
+    max_missed: int = setting(10, "frames a track survives without a detection", low=0)
+    votes: int = setting(3, "agreeing frames before a track announces a decision", low=1)
+    window: int = setting(7, "frames in the voting window", low=1)
+    reembed_every: int = setting(5, "once decided, encode a track's face only every Nth frame",
+                                 low=1)
 
 
 @dataclass
 class RunConfig:
-    source: str = ""
-    sink: str = "jsonl:-"  # comma-separated: jsonl:- (stdout), jsonl:/path/file.jsonl, mqtt
-    camera: str = "cam0"
-    max_fps: float = 0.0  # 0: as fast as frames come
+    """The capture loop (`jetkiosk run`)."""
+
+    source: str = setting("", "file://clip.mp4, file:///dir/, v4l2:///dev/video0, rtsp://..., "
+                          "http://.../stream.mjpg, csi://0")
+    sink: str = setting("jsonl:-", "comma-separated: jsonl:- (stdout), jsonl:/path/file.jsonl, "
+                        "mqtt")
+    camera: str = setting("cam0", "camera name in events and MQTT topics")
+    max_fps: float = setting(0.0, "frames analysed per second at most (0: as fast as they come)",
+                             low=0)
+    reconnect_min: float = setting(1.0, "a live source that fails or ends is reopened after "
+                                   "this many seconds, doubling up to reconnect_max", low=0.01)
+    reconnect_max: float = setting(30.0, "longest wait between reopenings, seconds", low=0.01)
+    frame_timeout: float = setting(10.0, "a live source with no frame for this long is lost "
+                                   "(seconds; 0: wait for ever)", low=0)
+    retries: int = setting(0, "reopenings of a lost live source before `run` gives up and "
+                           "exits 1 (0: for ever)", low=0)
 
 
 @dataclass
 class MqttConfig:
-    broker: str = "mqtt://localhost:1883"  # mqtt://[user[:password]@]host[:port], mqtts://...
-    protocol: str = "3.1.1"  # 3.1.1 | 5
-    username: str = ""
-    password: str = ""
-    password_file: str = ""  # read the password from this file (first line)
-    ca: str = ""  # CA bundle for mqtts:// (empty: the system's)
-    cert: str = ""  # client certificate (PEM) for mutual TLS
-    key: str = ""  # its private key (PEM)
-    tls_insecure: bool = False  # skip the broker host name check (never in production)
-    node: str = ""  # empty: this host's name
-    prefix: str = "jetkiosk/{node}"
-    client_id: str = ""  # empty: jetkiosk-<node>
-    keepalive: int = 30  # seconds
-    connect_timeout: float = 10.0  # seconds `run` waits for the first connection at start
-    reconnect_min: float = 0.5  # reconnect backoff, seconds: doubles up to reconnect_max
-    reconnect_max: float = 30.0
-    outbox: str = ""  # empty: <data dir>/outbox.db
-    outbox_capacity: int = 100_000  # events; when full the oldest is dropped (counted)
-    flush_timeout: float = 5.0  # seconds a clean shutdown waits for the outbox to drain
-    stats_interval: float = 10.0  # seconds between `stats` messages
-    face_crops: bool = False  # JPEG face crop on <camera>/faces/crop (opt-in)
-    presence_refresh: float = 30.0  # seconds between person state refreshes while present
-    max_command_bytes: int = 4096
-    discovery: bool = True  # Home Assistant MQTT discovery
-    discovery_prefix: str = "homeassistant"
-    presence_expire_after: int = 120  # Home Assistant marks a presence sensor stale after this
+    """The broker, topics and delivery."""
+
+    broker: str = setting("mqtt://localhost:1883", "mqtt://[user[:password]@]host[:port] or "
+                          "mqtts://...")
+    protocol: str = setting("3.1.1", "MQTT protocol version", ("3.1.1", "5"))
+    username: str = setting("", "user name (overrides the broker URI's)")
+    password: str = setting("", "password (prefer password_file)")
+    password_file: str = setting("", "read the password from this file (first line)")
+    ca: str = setting("", "CA bundle for mqtts:// (empty: the system's)")
+    cert: str = setting("", "client certificate (PEM) for mutual TLS")
+    key: str = setting("", "its private key (PEM)")
+    tls_insecure: bool = setting(False, "skip the broker host name check (never in production)")
+    node: str = setting("", "node name in topics (empty: this host's name)")
+    prefix: str = setting("jetkiosk/{node}", "topic prefix")
+    client_id: str = setting("", "MQTT client id (empty: jetkiosk-<node>)")
+    keepalive: int = setting(30, "seconds", low=5)
+    connect_timeout: float = setting(10.0, "seconds `run` waits for the first connection at "
+                                     "start", low=0)
+    reconnect_min: float = setting(0.5, "reconnect backoff, seconds: doubles up to "
+                                   "reconnect_max", low=0.01)
+    reconnect_max: float = setting(30.0, "longest wait between reconnections, seconds",
+                                   low=0.01)
+    outbox: str = setting("", "events kept until the broker has them (empty: "
+                          "<data dir>/outbox.db)")
+    outbox_capacity: int = setting(100_000, "events; when full the oldest is dropped (counted)",
+                                   low=1)
+    flush_timeout: float = setting(5.0, "seconds a clean shutdown waits for the outbox to "
+                                   "drain", low=0)
+    stats_interval: float = setting(10.0, "seconds between `stats` messages (0: none)", low=0)
+    face_crops: bool = setting(False, "JPEG face crop on <camera>/faces/crop (opt-in)")
+    presence_refresh: float = setting(30.0, "seconds between person state refreshes while "
+                                      "present", low=0)
+    max_command_bytes: int = setting(4096, "larger commands are refused", low=64)
+    discovery: bool = setting(True, "Home Assistant MQTT discovery")
+    discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix")
+    presence_expire_after: int = setting(120, "Home Assistant marks a presence sensor stale "
+                                         "after this, seconds", low=0)
 
 
 @dataclass
 class KioskConfig:
-    source: str = ""
-    output: str = "display://0"  # comma-separated: display://0, http://0.0.0.0:8080/, file://out.mp4
-    style: str = "starry_night"
-    rotation: str = ""  # comma-separated styles for rotation and keys (empty: every style)
-    rotate_every: float = 0.0  # seconds between style changes (0: no timer rotation)
-    width: int = 640  # processing width; the height follows the frame's aspect ratio
-    display_width: int = 0  # output size (0: the processing size)
-    display_height: int = 0
-    blend: float = 1.0  # 1: only the stylized frame, 0: only the original
-    keep_colors: bool = False  # the stylized luminance with the original colours
-    flicker: float = 0.6  # temporal smoothing of static areas (0: off), bench/stylize.py
-    flicker_motion: float = 12.0  # input change (0..255) above which a pixel is not smoothed
-    fps_overlay: bool = False
-    fullscreen: bool = True  # display:// windows
-    jpeg_quality: int = 80  # http:// MJPEG output
-    mqtt: bool = False  # style commands on <prefix>/style/set ([mqtt] settings)
+    """The stylized display (`jetkiosk kiosk`)."""
+
+    source: str = setting("", "camera or clip URI, as run.source")
+    output: str = setting("display://0", "comma-separated: display://0, http://0.0.0.0:8080/, "
+                          "file://out.mp4")
+    style: str = setting("starry_night", "style shown first")
+    rotation: str = setting("", "comma-separated styles for rotation and keys (empty: every "
+                            "style)")
+    rotate_every: float = setting(0.0, "seconds between style changes (0: no timer rotation)",
+                                  low=0)
+    width: int = setting(640, "processing width; the height follows the frame's aspect ratio",
+                         low=16)
+    display_width: int = setting(0, "output width (0: the processing size)", low=0)
+    display_height: int = setting(0, "output height (0: the processing size)", low=0)
+    blend: float = setting(1.0, "1: only the stylized frame, 0: only the original", low=0, high=1)
+    keep_colors: bool = setting(False, "the stylized luminance with the original colours")
+    flicker: float = setting(0.6, "temporal smoothing of static areas (0: off), bench/stylize.py",
+                             low=0, high=1)
+    flicker_motion: float = setting(12.0, "input change (0..255) above which a pixel is not "
+                                    "smoothed", low=0, high=255)
+    fps_overlay: bool = setting(False, "draw the frame rate on the output")
+    fullscreen: bool = setting(True, "display:// windows")
+    jpeg_quality: int = setting(80, "http:// MJPEG output", low=1, high=100)
+    mqtt: bool = setting(False, "style commands on <prefix>/style/set ([mqtt] settings)")
+
+
+@dataclass
+class LogConfig:
+    """Logging on stderr (the journal under systemd)."""
+
+    level: str = setting("warning", "least severe level logged",
+                         ("debug", "info", "warning", "error"))
+    format: str = setting("auto", "text; json (one object per line); journal (text with "
+                          "<N> priority prefixes); auto: journal under systemd, else text",
+                          ("auto", "text", "json", "journal"))
+
+
+@dataclass
+class MetricsConfig:
+    """Prometheus metrics of `run`."""
+
+    listen: str = setting("", "host:port of a Prometheus text endpoint at /metrics (empty: "
+                          "off), e.g. 127.0.0.1:9108")
 
 
 @dataclass
@@ -148,6 +237,8 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     kiosk: KioskConfig = field(default_factory=KioskConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def models_dir(self) -> Path:
@@ -193,7 +284,17 @@ def _apply(target: Any, data: Dict[str, Any], prefix: str) -> None:
                 raise ConfigError(f"{path}: expected a table, got {value!r}")
             _apply(current, value, f"{path}.")
         else:
-            setattr(target, key, _coerce(value, fields[key].type, path))
+            setattr(target, key, _check(_coerce(value, fields[key].type, path), fields[key], path))
+
+
+def _check(value: Any, spec: dataclasses.Field, key: str) -> Any:
+    choices, low, high = (spec.metadata.get(k) for k in ("choices", "low", "high"))
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    if low is not None and value < low or high is not None and value > high:
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{key}: {value!r} is out of range (expected {bounds})")
+    return value
 
 
 def _override(text: str) -> Dict[str, Any]:
@@ -210,16 +311,35 @@ def _override(text: str) -> Dict[str, Any]:
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str] = ()) -> Config:
-    """Defaults, then the TOML file at ``path`` (if any), then ``key=value`` overrides."""
+    """Defaults, then the TOML file at ``path`` (if any), then ``key=value`` overrides.
+
+    Errors name the file or ``--set`` and the key path: ``config.toml: detector.nms: ...``.
+    """
     config = Config()
     if path is not None:
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: configuration file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the configuration ({exc})") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
-        _apply(config, data, "")
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        try:
+            _apply(config, data, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     for text in overrides:
-        _apply(config, _override(text), "")
+        try:
+            _apply(config, _override(text), "")
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if message.startswith("--set") else
+                              f"--set {text}: {message}") from None
     return config
+
+
+def settings(section: Any) -> List[Tuple[dataclasses.Field, Any]]:
+    """``(field, value)`` for each setting of a section (a Config member)."""
+    return [(f, getattr(section, f.name)) for f in dataclasses.fields(section)]
+

@@ -125,7 +125,11 @@ class Gallery:
         owner = np.concatenate([np.full(len(self._encodings[n]), i, np.int32)
                                 for i, n in enumerate(names)] or [np.zeros(0, np.int32)])
         rows = [self._encodings[n] for n in names] or [np.zeros((0, self.dim), np.float32)]
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+        except OSError as exc:
+            raise GalleryError(f"{path}: cannot save the gallery ({exc.strerror or exc}); "
+                               "the file on disk is unchanged") from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, header=np.array(json.dumps(header)), names=np.array(names, dtype=str),
@@ -134,9 +138,12 @@ class Gallery:
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):  # a full disk, most often
+                raise GalleryError(f"{path}: cannot save the gallery ({exc.strerror or exc}); "
+                                   "the file on disk is unchanged") from exc
             raise
         dir_fd = os.open(str(path.parent), os.O_RDONLY)
         try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -41,6 +42,9 @@ class CaptureLoop:
         self.recognition = threading.Event()  # cleared: frames are read but not analysed
         self.recognition.set()
         self._crops: Dict[int, np.ndarray] = {}  # track id -> latest aligned face
+        self.source: Optional[Source] = None
+        self._pinged = -float("inf")
+        self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 
     def process(self, frame: np.ndarray) -> None:
         """One frame: detect -> align -> embed -> match -> track -> publish."""
@@ -81,10 +85,9 @@ class CaptureLoop:
 
     def run(self, source: Source) -> int:
         """Process frames until the source ends or ``stop`` is set; returns frames processed."""
-        min_period = 1.0 / self.config.run.max_fps if self.config.run.max_fps > 0 else 0.0
         started = time.monotonic()
-        watchdog = self.notifier.watchdog_seconds
-        pinged = -float("inf")
+        self.source = source
+        source.keepalive = self.between_frames  # a source waiting to reopen is not hung
         try:
             for count, (frame, _) in enumerate(source.frames(), 1):
                 if self.stop.is_set():
@@ -93,12 +96,10 @@ class CaptureLoop:
                 self.process(frame)
                 if count == 1:  # models loaded and the first frame through
                     self.notifier.ready(f"processing {self.config.run.source or 'frames'}")
-                if watchdog and tick - pinged >= watchdog / 4:
-                    # from the frame loop itself: a hung loop stops pinging and is restarted
-                    self.notifier.watchdog()
-                    pinged = tick
-                if min_period:
-                    time.sleep(max(0.0, min_period - (time.monotonic() - tick)))
+                self.between_frames()
+                if self.config.run.max_fps > 0:
+                    time.sleep(max(0.0, 1.0 / self.config.run.max_fps
+                                   - (time.monotonic() - tick)))
         finally:
             self.notifier.stopping()
             self._publish(self.tracker.finish())
@@ -107,3 +108,24 @@ class CaptureLoop:
         log.info("%d frames in %.1fs (%.1f fps)", self.frames, elapsed,
                  self.frames / max(elapsed, 1e-9))
         return self.frames
+
+    def between_frames(self) -> None:
+        """On the loop's own thread: WATCHDOG=1 (so a hung loop stops pinging and is
+        restarted) and the work asked for with ``call_soon``."""
+        watchdog = self.notifier.watchdog_seconds
+        now = time.monotonic()
+        if watchdog and now - self._pinged >= watchdog / 4:
+            self.notifier.watchdog()
+            self._pinged = now
+        while not self._requests.empty():
+            self._requests.get_nowait()()
+
+    def call_soon(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the loop's thread between frames (safe from signal handlers)."""
+        self._requests.put(work)
+
+    def shutdown(self) -> None:
+        """Stop at the next frame or wait (safe from signal handlers and other threads)."""
+        self.stop.set()
+        if self.source is not None:
+            self.source.stop()

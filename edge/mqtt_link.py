@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import sqlite3
 import ssl
 import threading
 import time
@@ -72,6 +73,7 @@ class MqttLink:
         self.last_error: Optional[str] = None
         self.fatal = False  # the last failure needs a configuration change
         self.rejected = 0  # messages the broker refused (MQTT 5 reason codes)
+        self.unsaved = 0  # messages the outbox could not store (sent without a durable copy)
         self.connections = 0
         self._lock = threading.Lock()
         self._states: Dict[str, Tuple[bytes, int]] = {}
@@ -94,8 +96,20 @@ class MqttLink:
 
     # ----------------------------------------------------------------- any thread
     def put(self, topic: str, payload: bytes, retain: bool = False) -> int:
-        """Store durably, then send with QoS 1 when connected; never blocks on the network."""
-        message_id = self.outbox.put(topic, payload, qos=1, retain=retain)
+        """Store durably, then send with QoS 1 when connected; never blocks on the network.
+
+        When the outbox cannot store it (a full disk), the message is sent without the
+        durable copy (lost if the broker is away too) and counted in ``unsaved``; 0 is
+        returned."""
+        try:
+            message_id = self.outbox.put(topic, payload, qos=1, retain=retain)
+        except sqlite3.Error as exc:
+            if not self.unsaved:
+                log.error("outbox %s cannot store events (%s); sending them without a "
+                          "durable copy until it can", self.outbox.path, exc)
+            self.unsaved += 1
+            self.send(topic, payload, qos=1, retain=retain)
+            return 0
         self._more.set()
         return message_id
 

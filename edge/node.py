@@ -17,7 +17,7 @@ from .faces import FaceAnalyzer
 from .loop import CaptureLoop
 from .messages import encode
 from .mqtt_client import BrokerSettings
-from .mqtt_link import MqttLink
+from .mqtt_link import OFFLINE, ONLINE, MqttLink
 from .mqtt_sink import MqttSink
 from .outbox import Outbox
 from .sinks import open_sink
@@ -88,10 +88,20 @@ class Node:
         return self
 
     def run(self, source: Source) -> int:
+        """The capture loop; at its end the camera is marked offline, the outbox flushed
+        (``mqtt.flush_timeout``) and the node's availability set offline."""
+        if source.online:
+            self.camera_state(True, "")
         try:
             return self.loop.run(source)
         finally:
+            self.camera_state(False, "stopped")
             self.loop.sink.close()
+
+    def camera_state(self, online: bool, reason: str) -> None:
+        """The source's availability, retained on ``<prefix>/<camera>/availability``."""
+        self.link.set_state(self.topics.camera_availability(self.camera),
+                            ONLINE if online else OFFLINE)
 
     def reload(self) -> Dict[str, Any]:
         """Load the gallery file again; the loop switches at its next frame."""
@@ -107,10 +117,14 @@ class Node:
         self._announce(matcher)
         return {"people": len(new), "added": sorted(new - old), "removed": sorted(old - new)}
 
+    def outbox_figures(self) -> Dict[str, int]:
+        return {"depth": self.link.outbox.depth, "dropped": self.link.outbox.dropped,
+                "in_flight": self.link.in_flight, "rejected": self.link.rejected,
+                "unsaved": self.link.unsaved}
+
     def publish_stats(self) -> None:
-        outbox = {"depth": self.link.outbox.depth, "dropped": self.link.outbox.dropped,
-                  "in_flight": self.link.in_flight, "rejected": self.link.rejected}
-        self.link.set_state(self.topics.stats, encode(self.telemetry.snapshot(outbox)), qos=0)
+        self.link.set_state(self.topics.stats,
+                            encode(self.telemetry.snapshot(self.outbox_figures())), qos=0)
 
     def _recognition(self, on: bool) -> Dict[str, Any]:
         (self.loop.recognition.set if on else self.loop.recognition.clear)()

@@ -8,31 +8,59 @@ consumer drops frames instead of building lag. Files and image folders are read 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
 
-from .errors import ImageError, SourceError
+from .errors import ConfigError, ImageError, SourceError
 from .images import IMAGE_SUFFIXES, load_image
 
+log = logging.getLogger(__name__)
 Frame = Tuple[np.ndarray, float]  # BGR image, capture time (monotonic seconds)
+LIVE_SCHEMES = ("v4l2", "csi", "rtsp", "rtsps")  # cameras and streams: lost, not ended
+STREAM_TIMEOUT_MS = 5000
+
+
+def _nothing() -> None:
+    """The default keepalive."""
 
 
 class Source:
-    """Yields frames until the source ends; ``close`` releases it."""
+    """Yields frames until the source ends; ``close`` releases it.
+
+    A source that waits (for a frame, or to reopen) calls ``keepalive`` at least every
+    half second from the consuming thread, and returns from ``frames`` soon after ``stop``.
+    """
 
     uri: str = ""
+    keepalive: Callable[[], None] = staticmethod(_nothing)
+    online: Optional[bool] = True  # False while a live source is lost; None before it opens
+    reconnects = 0
+    reason = ""  # why it is offline
 
     def frames(self) -> Iterator[Frame]:
         raise NotImplementedError
 
+    def stop(self) -> None:
+        """Make ``frames`` return at its next wait (thread- and signal-safe)."""
+
     def close(self) -> None:
         """Release the device or file."""
+
+
+def check_uri(uri: str, key: str) -> str:
+    """A source URI with a known scheme; else a ConfigError naming ``key``."""
+    scheme = urlsplit(uri).scheme
+    if scheme not in ("file",) + LIVE_SCHEMES:
+        raise ConfigError(f"{key}: {uri}: unknown source scheme {scheme!r} "
+                          "(file://, v4l2://, rtsp://, csi://)")
+    return uri
 
 
 def has_gstreamer() -> bool:
@@ -59,7 +87,10 @@ class _Capture(Source):
     def __init__(self, uri: str, target, api: int, loop: bool = False):
         self.uri = uri
         self.loop = loop
-        self.cap = cv2.VideoCapture(target, api)
+        # a stream that stops answering fails a read after this, instead of hanging it
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        self.cap = cv2.VideoCapture(target, api, params)
         if not self.cap.isOpened():
             raise SourceError(f"{uri}: cannot open (unreadable video, or the device is "
                               "missing or busy)")
@@ -83,12 +114,16 @@ class _Capture(Source):
 
 
 class LatestFrame(Source):
-    """Reads a capture on a thread and hands out only the newest frame (drops the rest)."""
+    """Reads a capture on a thread and hands out only the newest frame (drops the rest).
 
-    def __init__(self, capture: _Capture, pace: bool = False):
+    With ``timeout``, no frame for that many seconds is a SourceError (a stalled stream).
+    """
+
+    def __init__(self, capture: _Capture, pace: bool = False, timeout: float = 0.0):
         self.uri = capture.uri
         self.capture = capture
         self.pace = pace
+        self.timeout = timeout
         self.dropped = 0
         self._frame: Optional[Frame] = None
         self._ended = False
@@ -116,18 +151,30 @@ class LatestFrame(Source):
                 time.sleep(max(0.0, next_time - time.monotonic()))
 
     def frames(self) -> Iterator[Frame]:
-        while True:
+        last = time.monotonic()
+        while not self._stop.is_set():
             with self._cond:
-                while self._frame is None and not self._ended:
-                    self._cond.wait(0.5)
-                if self._frame is None:
-                    return
+                self._cond.wait_for(lambda: self._frame is not None or self._ended, 0.5)
                 frame, self._frame = self._frame, None
-            yield frame
+            if frame is not None:
+                last = time.monotonic()
+                yield frame
+            elif self._ended:
+                return
+            elif self.timeout and time.monotonic() - last > self.timeout:
+                raise SourceError(f"{self.uri}: no frame for {self.timeout:g} s")
+            else:
+                self.keepalive()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        self._thread.join(timeout=STREAM_TIMEOUT_MS / 1000 + 1)
+        if self._thread.is_alive():  # releasing under a blocked read would crash FFmpeg
+            log.warning("%s: the reader is still blocked; leaving the capture open", self.uri)
+            return
         self.capture.close()
 
 
@@ -149,8 +196,13 @@ class ImageFolder(Source):
                 raise SourceError(f"{self.uri}: {exc}") from exc
 
 
-def open_source(uri: str) -> Source:
-    """Open a frame source from its URI."""
+def open_source(uri: str, timeout: float = 0.0) -> Source:
+    """Open a frame source from its URI; a live one fails after ``timeout`` s without a frame
+    (0: it waits for ever)."""
+    try:
+        check_uri(uri, "source")
+    except ConfigError as exc:
+        raise SourceError(str(exc).split(": ", 1)[1]) from None
     parts = urlsplit(uri)
     query = parse_qs(parts.query)
     realtime, loop = (query.get(key, ["0"])[0] in ("1", "true", "yes")
@@ -164,16 +216,16 @@ def open_source(uri: str) -> Source:
         capture = _Capture(uri, str(path), cv2.CAP_ANY, loop)
         return LatestFrame(capture, pace=True) if realtime else capture
     if parts.scheme == "v4l2":
-        return LatestFrame(_Capture(uri, parts.path or "/dev/video0", cv2.CAP_V4L2))
-    if parts.scheme in ("csi", "rtsp", "rtsps"):
-        if parts.scheme == "csi" or "nvv4l2decoder" in _gst_elements():
-            if not has_gstreamer():
-                raise SourceError(f"{uri}: this OpenCV was built without GStreamer; on a Jetson "
-                                  "use JetPack's OpenCV, not the opencv-python wheel")
-            return LatestFrame(_Capture(uri, gstreamer_pipeline(uri), cv2.CAP_GSTREAMER))
-        return LatestFrame(_Capture(uri, uri, cv2.CAP_FFMPEG))
-    raise SourceError(f"{uri}: unknown source scheme {parts.scheme!r} "
-                      "(file://, v4l2://, rtsp://, csi://)")
+        return LatestFrame(_Capture(uri, parts.path or "/dev/video0", cv2.CAP_V4L2),
+                           timeout=timeout)
+    # csi://, rtsp://, rtsps://
+    if parts.scheme == "csi" or "nvv4l2decoder" in _gst_elements():
+        if not has_gstreamer():
+            raise SourceError(f"{uri}: this OpenCV was built without GStreamer; on a Jetson "
+                              "use JetPack's OpenCV, not the opencv-python wheel")
+        return LatestFrame(_Capture(uri, gstreamer_pipeline(uri), cv2.CAP_GSTREAMER),
+                           timeout=timeout)
+    return LatestFrame(_Capture(uri, uri, cv2.CAP_FFMPEG), timeout=timeout)
 
 
 def _gst_elements() -> str:

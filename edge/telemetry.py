@@ -33,4 +33,11 @@ class Telemetry:
                 "uptime": round(now - self.started, 1), "fps": round(fps, 2), "frames": frames,
                 "latency_ms": latency, "backend": backend.describe(),
                 "precision": backend.precision, "recognition": self.loop.recognition.is_set(),
-                "outbox": outbox}
+                "outbox": outbox, "source": self._source()}
+
+    def _source(self) -> Dict[str, Any]:
+        source = self.loop.source
+        if source is None:
+            return {"online": None, "reconnects": 0, "reason": ""}
+        return {"online": source.online, "reconnects": source.reconnects,
+                "reason": source.reason}

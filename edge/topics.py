@@ -63,6 +63,9 @@ class Topics:
     def style_state(self) -> str:
         return f"{self.prefix}/style/state"
 
+    def camera_availability(self, camera: str) -> str:
+        return f"{self.prefix}/{camera}/availability"
+
     def events(self, camera: str) -> str:
         return f"{self.prefix}/{camera}/faces/events"
 

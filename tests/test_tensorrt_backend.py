@@ -139,9 +139,31 @@ def test_stale_or_corrupt_engines_are_rebuilt(fake_trt, models_dir, tmp_path):
         trt.Runtime(None).deserialize_cuda_engine(b"FAKETRT\nbroken")  # no context: refused
     load_backend("tensorrt", manifest, config).close()
     assert len(trt.BUILDS) == 3
-    off = trt_config(models_dir, tmp_path, "models.build_engines=false", "models.workspace_mb=64")
+    off = trt_config(models_dir, tmp_path, "models.build_engines=false", "models.workspace_mb=64",
+                     "models.fallback=false")
     with pytest.raises(ModelError, match="build_engines is off"):
         load_backend("tensorrt", manifest, off)
+
+
+def test_an_engine_that_cannot_be_loaded_or_rebuilt_falls_back_to_onnx_runtime(
+        fake_trt, models_dir, tmp_path, monkeypatch, caplog):
+    trt, _cuda, _adapter = fake_trt
+    from jetkiosk.edge.backend import load_backend
+    from jetkiosk.edge.manifest import load_manifest
+
+    manifest = load_manifest(models_dir / "facenet-casia.json")
+    config = trt_config(models_dir, tmp_path, "models.precision=fp16")
+    monkeypatch.setattr(trt.Runtime, "deserialize_cuda_engine", lambda self, blob: None)
+    backend = load_backend("tensorrt", manifest, config)  # built, refused, rebuilt, refused
+    assert len(trt.BUILDS) == 2
+    assert backend.describe().startswith("onnxruntime") and "fallback from tensorrt" in \
+        backend.describe() and "deserialize" in backend.fallback
+    assert "FALLING BACK TO ONNX RUNTIME" in caplog.text
+    crop = np.random.default_rng(0).random((1, 3, 160, 160), np.float32)
+    assert backend.run({"input": crop})["embeddings"].shape == (1, 512)
+    with pytest.raises(RuntimeError, match="cannot deserialize"):  # fallback=false: fatal
+        load_backend("tensorrt", manifest, trt_config(models_dir, tmp_path,
+                                                      "models.fallback=false"))
 
 
 def test_implicit_int8_calibrates_through_device_memory_and_reuses_the_cache(
