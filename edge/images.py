@@ -36,7 +36,7 @@ def load_image(path: Path, min_side: int = MIN_SIDE) -> np.ndarray:
     """Decode a photo file (JPEG, PNG, PGM, ...) into BGR uint8."""
     path = Path(path)
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
+        data = np.frombuffer(path.read_bytes(), dtype=np.uint8)  # a pipe too
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:

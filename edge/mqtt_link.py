@@ -210,10 +210,10 @@ class MqttLink:
                     return False
                 continue
             accepted = True
+            self._pump()  # states set just before close (a camera going offline) go out too
             if self._stop.is_set() and (self._flushed() or time.monotonic() > self._deadline):
                 self._go_offline()
                 return accepted
-            self._pump()
 
     def _pump(self) -> None:
         if self._just_connected:
@@ -256,7 +256,11 @@ class MqttLink:
 
     def _settle_acks(self) -> None:
         if self._acked:
-            self.outbox.ack(*self._acked)
+            try:
+                self.outbox.ack(*self._acked)
+            except sqlite3.Error as exc:  # a full disk: delivered, but sent again after a restart
+                log.warning("outbox %s cannot forget %d delivered event(s): %s",
+                            self.outbox.path, len(self._acked), exc)
             self._acked.clear()
 
     def _flushed(self) -> bool:

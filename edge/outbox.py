@@ -84,7 +84,8 @@ class Outbox:
                     (topic, payload, qos, int(retain)))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite already rolled back on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
         return int(cursor.lastrowid or 0)
 
@@ -102,9 +103,14 @@ class Outbox:
             return
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("DELETE FROM messages WHERE id = ?",
-                                 [(i,) for i in message_ids])
-            self._db.execute("COMMIT")
+            try:
+                self._db.executemany("DELETE FROM messages WHERE id = ?",
+                                     [(i,) for i in message_ids])
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
