@@ -129,8 +129,14 @@ def cmd_quantize(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_build(args: argparse.Namespace, config: Config) -> int:
+    from jetkiosk.edge.backend import resolve
+
     from .engine_build import ensure_engine, models_to_build
 
+    if resolve(config.models.backend) != "tensorrt":  # jetkiosk-build.service on a PC
+        print(f"models.backend {config.models.backend} is ONNX Runtime here: no engines to "
+              "build", file=sys.stderr)
+        return 0
     built: Dict[str, str] = {}
     for manifest in models_to_build(config, list(args.names)):
         path = ensure_engine(manifest, config, force=args.force,

@@ -133,3 +133,10 @@ def test_the_daemon_unit_says_what_the_issue_asks(installed):
                  "ExecReload=/bin/kill -HUP $MAINPID"):
         assert re.search(rf"^{re.escape(line)}", text, re.MULTILINE), line
     assert re.search(r"^After=.*network-online.target.*jetkiosk-build.service", text, re.MULTILINE)
+
+
+def test_the_build_unit_has_nothing_to_do_where_the_backend_is_onnx_runtime(capsys):
+    from jetkiosk.edge.cli import main
+
+    assert main(["build", "--backend", "onnxruntime"]) == 0
+    assert "no engines to build" in capsys.readouterr().err
