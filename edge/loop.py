@@ -44,7 +44,7 @@ class CaptureLoop:
         self._crops: Dict[int, np.ndarray] = {}  # track id -> latest aligned face
         self.source: Optional[Source] = None
         self._pinged = -float("inf")
-        self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()  # of Callable[[], None]
 
     def process(self, frame: np.ndarray) -> None:
         """One frame: detect -> align -> embed -> match -> track -> publish."""
