@@ -66,7 +66,8 @@ def test_a_crash_mid_write_leaves_the_old_gallery_intact(small, tmp_path, monkey
 
     monkeypatch.setattr(gallery_mod.np, "savez", crash)
     small.add("carl", np.ones((1, 8), np.float32))
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(GalleryError, match=r"cannot save the gallery \(disk full\); the file "
+                       "on disk is unchanged"):
         small.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["g.npz"]  # no temp file left behind

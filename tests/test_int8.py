@@ -163,7 +163,9 @@ def test_int8_encoder_keeps_identification_and_the_gallery(models_dir, shared, t
                                      calibration.info, method="minmax", progress=lambda _: None)
     assert result.passed, result.report()
     assert result.metrics["decisions_changed"] == 0 and result.metrics["cosine_mean"] >= 0.99
-    assert "/stem/stem.0/conv/Conv" in result.excluded  # the first convolution stays float
+    # All-INT8 passes the gate with onnxruntime 1.32; when a layer must stay float, the
+    # first convolution is the one (as with earlier onnxruntime releases).
+    assert not result.excluded or "/stem/stem.0/conv/Conv" in result.excluded
     # the runtime on the variant: same people, gallery still valid (same fingerprint)
     fp32 = FaceAnalyzer(config)
     int8 = FaceAnalyzer(load_config(overrides=[f"models.dir={models}", "models.precision=int8",
