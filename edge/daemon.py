@@ -99,9 +99,6 @@ def _open(config: Config, node: Optional[Node]) -> Source:
     uri = config.run.source
     if urlsplit(uri).scheme not in LIVE_SCHEMES:
         return open_source(uri)
-
-    def on_state(online: bool, reason: str) -> None:
-        if node is not None:
-            node.camera_state(online, reason)
-
-    return ReconnectingSource(uri, config.run, on_state)
+    if node is None:
+        return ReconnectingSource(uri, config.run)
+    return ReconnectingSource(uri, config.run, node.camera_state)

@@ -127,24 +127,22 @@ class Gallery:
         rows = [self._encodings[n] for n in names] or [np.zeros((0, self.dim), np.float32)]
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-        except OSError as exc:
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, header=np.array(json.dumps(header)),
+                             names=np.array(names, dtype=str), owner=owner,
+                             encodings=np.concatenate(rows).astype(np.float32))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:  # a full disk, most often
             raise GalleryError(f"{path}: cannot save the gallery ({exc.strerror or exc}); "
                                "the file on disk is unchanged") from exc
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, header=np.array(json.dumps(header)), names=np.array(names, dtype=str),
-                         owner=owner, encodings=np.concatenate(rows).astype(np.float32))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):  # a full disk, most often
-                raise GalleryError(f"{path}: cannot save the gallery ({exc.strerror or exc}); "
-                                   "the file on disk is unchanged") from exc
-            raise
         dir_fd = os.open(str(path.parent), os.O_RDONLY)
         try:
             os.fsync(dir_fd)

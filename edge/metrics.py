@@ -75,13 +75,9 @@ class MetricsServer:
         registry = CollectorRegistry()
         registry.register(collector)  # type: ignore[arg-type]
         try:
-            self.server, self.thread = start_http_server(port, host, registry)
+            self.server, _ = start_http_server(port, host, registry)
         except OSError as exc:
             raise ConfigError(f"metrics.listen: cannot listen on {address} ({exc})") from None
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
 
     def close(self) -> None:
         self.server.shutdown()

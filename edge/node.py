@@ -91,14 +91,14 @@ class Node:
         """The capture loop; at its end the camera is marked offline, the outbox flushed
         (``mqtt.flush_timeout``) and the node's availability set offline."""
         if source.online:
-            self.camera_state(True, "")
+            self.camera_state(True)
         try:
             return self.loop.run(source)
         finally:
-            self.camera_state(False, "stopped")
+            self.camera_state(False)
             self.loop.sink.close()
 
-    def camera_state(self, online: bool, reason: str) -> None:
+    def camera_state(self, online: bool) -> None:
         """The source's availability, retained on ``<prefix>/<camera>/availability``."""
         self.link.set_state(self.topics.camera_availability(self.camera),
                             ONLINE if online else OFFLINE)

@@ -9,11 +9,12 @@ bounded: when full, the oldest message is dropped to make room and counted in ``
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 from .errors import JetkioskError
 
@@ -70,23 +71,16 @@ class Outbox:
 
     def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         """Store a message durably (committed before returning); returns its id."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                excess = self._depth() - self.capacity + 1
-                if excess > 0:
-                    self._db.execute("DELETE FROM messages WHERE id IN "
-                                     "(SELECT id FROM messages ORDER BY id LIMIT ?)", (excess,))
-                    self._db.execute("UPDATE counters SET value = value + ? "
-                                     "WHERE name = 'dropped'", (excess,))
-                cursor = self._db.execute(
-                    "INSERT INTO messages (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
-                    (topic, payload, qos, int(retain)))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # SQLite already rolled back on a full disk
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            excess = self._depth() - self.capacity + 1
+            if excess > 0:
+                self._db.execute("DELETE FROM messages WHERE id IN "
+                                 "(SELECT id FROM messages ORDER BY id LIMIT ?)", (excess,))
+                self._db.execute("UPDATE counters SET value = value + ? "
+                                 "WHERE name = 'dropped'", (excess,))
+            cursor = self._db.execute(
+                "INSERT INTO messages (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
+                (topic, payload, qos, int(retain)))
         return int(cursor.lastrowid or 0)
 
     def peek(self, after: int = 0, limit: int = 100) -> List[OutboxMessage]:
@@ -101,14 +95,20 @@ class Outbox:
         """The broker has these messages: forget them (one transaction)."""
         if not message_ids:
             return
+        with self._transaction():
+            self._db.executemany("DELETE FROM messages WHERE id = ?",
+                                 [(i,) for i in message_ids])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction under the lock, rolled back on any error."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("DELETE FROM messages WHERE id = ?",
-                                     [(i,) for i in message_ids])
+                yield
                 self._db.execute("COMMIT")
             except BaseException:
-                if self._db.in_transaction:
+                if self._db.in_transaction:  # SQLite already rolled back on a full disk
                     self._db.execute("ROLLBACK")
                 raise
 

@@ -13,7 +13,7 @@ from .sources import Frame, Source, open_source
 
 log = logging.getLogger(__name__)
 
-StateChange = Callable[[bool, str], None]  # (online, reason when offline)
+StateChange = Callable[[bool], None]  # online; the reason stays in ``reason``
 
 
 class ReconnectingSource(Source):
@@ -23,7 +23,7 @@ class ReconnectingSource(Source):
     ``run.retries`` failed reopenings in a row (0: never) it raises SourceError."""
 
     def __init__(self, uri: str, settings: RunConfig,
-                 on_state: StateChange = lambda online, reason: None,
+                 on_state: StateChange = lambda online: None,
                  opener: Callable[[str, float], Source] = open_source):
         self.uri = uri
         self.settings = settings
@@ -71,7 +71,7 @@ class ReconnectingSource(Source):
         self.online, self.reason = online, reason
         if online:
             log.log(logging.WARNING if self.reconnects else logging.INFO, "%s: online", self.uri)
-        self.on_state(online, reason)
+        self.on_state(online)
 
     def _wait(self, seconds: float) -> None:
         end = time.monotonic() + seconds

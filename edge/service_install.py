@@ -71,6 +71,11 @@ class Layout:
         return self.root == Path("/") and Path("/run/systemd/system").is_dir()
 
     @property
+    def root_option(self) -> List[str]:
+        """``--root=DIR`` for systemd's tools, when not installing into the running system."""
+        return [] if self.root == Path("/") else [f"--root={self.root}"]
+
+    @property
     def units(self) -> List[Path]:
         system = self.at(Path("/etc/systemd/system"))
         return [system / DAEMON, system / BUILD, self.at(Path("/etc/systemd/user")) / KIOSK]
@@ -107,8 +112,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> bool:
 
 
 def _systemctl(layout: Layout, *args: str) -> None:
-    root = [] if layout.root == Path("/") else [f"--root={layout.root}"]
-    _run("systemctl", *root, *args)
+    _run("systemctl", *layout.root_option, *args)
 
 
 def install(root: Path = Path("/"), command: Optional[str] = None, start: bool = False) -> None:
@@ -122,9 +126,8 @@ def install(root: Path = Path("/"), command: Optional[str] = None, start: bool =
         changed |= _write(unit, text)
     _write(layout.sysusers, shipped("jetkiosk.sysusers").read_text())
     _write(layout.tmpfiles, shipped("jetkiosk.tmpfiles").read_text())
-    root_args = [] if root == Path("/") else [f"--root={root}"]
-    _run("systemd-sysusers", *root_args, str(layout.sysusers))
-    _run("systemd-tmpfiles", "--create", *root_args, str(layout.tmpfiles))
+    _run("systemd-sysusers", *layout.root_option, str(layout.sysusers))
+    _run("systemd-tmpfiles", "--create", *layout.root_option, str(layout.tmpfiles))
     config = layout.at(CONFIG)
     if not config.exists():  # an edited configuration is never overwritten
         _write(config, template(INSTALLED_SETTINGS), 0o640)

@@ -54,12 +54,19 @@ class Source:
         """Release the device or file."""
 
 
+def _unknown_scheme(uri: str) -> Optional[str]:
+    """Why ``uri`` cannot be a source, when its scheme is not one we open."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("file",) + LIVE_SCHEMES:
+        return None
+    return f"{uri}: unknown source scheme {scheme!r} (file://, v4l2://, rtsp://, csi://)"
+
+
 def check_uri(uri: str, key: str) -> str:
     """A source URI with a known scheme; else a ConfigError naming ``key``."""
-    scheme = urlsplit(uri).scheme
-    if scheme not in ("file",) + LIVE_SCHEMES:
-        raise ConfigError(f"{key}: {uri}: unknown source scheme {scheme!r} "
-                          "(file://, v4l2://, rtsp://, csi://)")
+    problem = _unknown_scheme(uri)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
     return uri
 
 
@@ -170,7 +177,7 @@ class LatestFrame(Source):
         self._stop.set()
 
     def close(self) -> None:
-        self._stop.set()
+        self.stop()
         self._thread.join(timeout=STREAM_TIMEOUT_MS / 1000 + 1)
         if self._thread.is_alive():  # releasing under a blocked read would crash FFmpeg
             log.warning("%s: the reader is still blocked; leaving the capture open", self.uri)
@@ -199,10 +206,9 @@ class ImageFolder(Source):
 def open_source(uri: str, timeout: float = 0.0) -> Source:
     """Open a frame source from its URI; a live one fails after ``timeout`` s without a frame
     (0: it waits for ever)."""
-    try:
-        check_uri(uri, "source")
-    except ConfigError as exc:
-        raise SourceError(str(exc).split(": ", 1)[1]) from None
+    problem = _unknown_scheme(uri)
+    if problem:
+        raise SourceError(problem)
     parts = urlsplit(uri)
     query = parse_qs(parts.query)
     realtime, loop = (query.get(key, ["0"])[0] in ("1", "true", "yes")
