@@ -110,7 +110,8 @@ def sensitivity(fp32_path: Path, qdq_path: Path, samples: Sequence[Dict[str, np.
 
 
 def _variant_manifest(base: Manifest, form: str, model_file: Path, info: Dict[str, object]) -> Manifest:
-    source = {"quantized_from": {"file": base.file, "sha256": base.sha256, "name": base.name},
+    source = {"quantized_from": {"file": base.file, "sha256": base.sha256, "name": base.name,
+                                 "fingerprint": base.fingerprint},
               "form": form, **info}
     return dataclasses.replace(base, file=model_file.name, sha256=sha256_file(model_file),
                                source=source, path=None)

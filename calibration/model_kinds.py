@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from jetkiosk.edge.errors import ModelError
 from jetkiosk.edge.faces import FaceAnalyzer, configured_detector
 from jetkiosk.edge.gallery import Gallery
 from jetkiosk.edge.manifest import Manifest
+from jetkiosk.edge.open_set import ThresholdRule, threshold_rule
 from jetkiosk.edge.style_catalog import StyleCatalog
 from jetkiosk.edge.style_model import StyleModel
 from jetkiosk.edge.stylizer import Stylizer
@@ -122,8 +123,8 @@ def aligned_faces(config: Config, people: Dict[str, List[Item]]
     return faces
 
 
-def identify(encoder: FaceEncoder, faces: List[Tuple[str, bool, np.ndarray]], threshold: float
-             ) -> Tuple[np.ndarray, List[Tuple[str, str]]]:
+def identify(encoder: FaceEncoder, faces: List[Tuple[str, bool, np.ndarray]],
+             threshold: Union[float, ThresholdRule]) -> Tuple[np.ndarray, List[Tuple[str, str]]]:
     """Encodings of every face, and (owner, decision) for every probe in 1:K identification."""
     encodings = encoder.encode([crop for _, _, crop in faces])
     gallery = Gallery("gate", "gate", encoder.dim)
@@ -184,7 +185,7 @@ def comparison(config: Config, manifest: Manifest, heldout: Sequence[Path]) -> C
         for root in heldout:
             people.update(identity_folders(root))
         faces = aligned_faces(config, people)
-        tau = config.gallery.threshold
+        tau = threshold_rule(config.gallery, manifest)
         return lambda ref, q: compare_encoder(identify(FaceEncoder(ref), faces, tau),
                                               identify(FaceEncoder(q), faces, tau))
     pictures = [frame(item) for item in candidates(heldout)]

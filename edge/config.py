@@ -51,7 +51,8 @@ class ModelsConfig:
     precision: str = setting("fp32", "fp16 needs TensorRT; int8 a variant made by "
                              "`jetkiosk quantize`", ("fp32", "fp16", "int8"))
     detector: str = setting("retinaface-mnet025", "face detector model name")
-    encoder: str = setting("facenet-casia", "face encoder model name")
+    encoder: str = setting("face-reid-0095", "face encoder model name (facenet-casia: the "
+                           "earlier default)")
     engine_dir: str = setting("", "TensorRT engine cache (empty: <cache dir>/engines)")
     build_engines: bool = setting(True, "TensorRT: build a missing or stale engine at load "
                                   "(minutes)")
@@ -100,8 +101,11 @@ class GalleryConfig:
     """Enrolled people and the decision threshold."""
 
     path: str = setting("", "gallery file (empty: <data dir>/gallery.npz)")
-    threshold: float = setting(1.0, "squared L2 distance threshold when the gallery sets none "
-                               "(bench/threshold.py measured it)", low=0)
+    threshold: float = setting(0.0, "fixed squared L2 distance threshold when the gallery file "
+                               "sets none; 0: from target_fpir and the gallery's size", low=0)
+    target_fpir: float = setting(0.003, "share of strangers allowed a name, whatever the number "
+                                 "of people enrolled (needs the encoder's score calibration)",
+                                 low=1e-9, high=0.5)
     uncertain_margin: float = setting(0.05, "|distance - threshold| below this: decision "
                                       "\"uncertain\"", low=0)
 

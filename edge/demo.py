@@ -92,6 +92,7 @@ def run_demo(workdir: Path, config: Config) -> int:
     from .listen import describe, listen
     from .mqtt_client import BrokerSettings
     from .node import Node
+    from .open_set import threshold_rule
     from .sources import open_source
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,8 @@ def run_demo(workdir: Path, config: Config) -> int:
     listener.start()
     try:
         node = Node(config, analyzer,
-                    lambda: Matcher(gallery, config.gallery.threshold)).start()
+                    lambda: Matcher(gallery, threshold_rule(config.gallery,
+                                                            analyzer.encoder_manifest))).start()
         log(f"running the node on file://{clip.resolve()}; a subscriber prints {prefix}/#")
         frames = node.run(open_source(f"file://{clip.resolve()}"))
         log(f"{frames} frames processed")

@@ -29,10 +29,11 @@ class FaceEvent:
     model: Dict[str, str]
     event_id: str = ""
     timestamp: float = 0.0
+    rule: str = ""  # why the threshold is what it is
 
     @classmethod
     def from_track(cls, te: TrackEvent, camera: str, model: Dict[str, str],
-                   uncertain_margin: float = 0.0) -> FaceEvent:
+                   uncertain_margin: float = 0.0, rule: str = "") -> FaceEvent:
         """``uncertain`` when the distance lies within ``uncertain_margin`` of the threshold."""
         track = te.track
         decision = "unknown" if te.label == UNKNOWN else "match"
@@ -45,7 +46,7 @@ class FaceEvent:
             threshold=None if math.isnan(te.threshold) else round(te.threshold, 4),
             box=[round(float(v), 1) for v in track.box],
             quality={"score": round(track.score, 4), "frames": track.frames},
-            model=model, event_id=uuid.uuid4().hex, timestamp=time.time(),
+            model=model, event_id=uuid.uuid4().hex, timestamp=time.time(), rule=rule,
         )
 
     def as_dict(self) -> Dict[str, Any]:

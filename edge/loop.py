@@ -6,7 +6,8 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict
+import typing
+from collections import OrderedDict, defaultdict
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -21,6 +22,7 @@ from .sources import Source
 from .tracker import UNKNOWN, Tracker, TrackEvent
 
 log = logging.getLogger(__name__)
+RECENT_DECISIONS = 256  # events whose encoding stays in memory for `gallery reject --event`
 
 
 class CaptureLoop:
@@ -42,6 +44,10 @@ class CaptureLoop:
         self.recognition = threading.Event()  # cleared: frames are read but not analysed
         self.recognition.set()
         self._crops: Dict[int, np.ndarray] = {}  # track id -> latest aligned face
+        self._encodings: Dict[int, np.ndarray] = {}  # track id -> latest encoding
+        # event id -> the encoding it was decided on; memory only, the latest few
+        self._decided: typing.OrderedDict[str, np.ndarray] = OrderedDict()
+        self._decided_lock = threading.Lock()
         self.source: Optional[Source] = None
         self._pinged = -float("inf")
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # of Callable[[], None]
@@ -59,6 +65,7 @@ class CaptureLoop:
         faces = self.analyzer.analyze(frame, [detections[i] for i in due])
         t2 = time.perf_counter()
         encoded = [(tracks[i], f.encoding) for i, f in zip(due, faces) if f.encoding is not None]
+        self._encodings.update((track.track_id, e) for track, e in encoded)
         if self.sink.wants_crops:
             self._crops.update((tracks[i].track_id, f.crop) for i, f in zip(due, faces)
                                if f.crop is not None)
@@ -75,13 +82,30 @@ class CaptureLoop:
 
     def _publish(self, track_events: List[TrackEvent]) -> None:
         for te in track_events:
-            event = FaceEvent.from_track(te, self.config.run.camera, self.model,
-                                         self.config.gallery.uncertain_margin)
+            event = FaceEvent.from_track(
+                te, self.config.run.camera, self.model, self.config.gallery.uncertain_margin,
+                self.matcher.rule_for(None if te.label == UNKNOWN else te.label))
             crop: Optional[np.ndarray] = self._crops.get(te.track.track_id)
+            self._remember(event.event_id, self._encodings.get(te.track.track_id))
             self.sink.publish(event.as_dict(), crop)
-        if self._crops:  # tracks that ended, announced or not, drop their crop
-            live = {t.track_id for t in self.tracker.tracks}
-            self._crops = {k: v for k, v in self._crops.items() if k in live}
+        live = {t.track_id for t in self.tracker.tracks}
+        for kept in (self._crops, self._encodings):  # ended tracks, announced or not
+            for track_id in [k for k in kept if k not in live]:
+                del kept[track_id]
+
+    def _remember(self, event_id: str, encoding: Optional[np.ndarray]) -> None:
+        if encoding is None:
+            return
+        with self._decided_lock:
+            self._decided[event_id] = encoding
+            while len(self._decided) > RECENT_DECISIONS:
+                self._decided.popitem(last=False)
+
+    def decided_encoding(self, event_id: str) -> Optional[np.ndarray]:
+        """The encoding a recent event was decided on (safe from other threads); None once
+        it is older than the last ``RECENT_DECISIONS`` events."""
+        with self._decided_lock:
+            return self._decided.get(event_id)
 
     def run(self, source: Source) -> int:
         """Process frames until the source ends or ``stop`` is set; returns frames processed."""

@@ -43,6 +43,8 @@ class Manifest:
     source: Dict[str, Any]
     license: str
     postprocess: Dict[str, Any] = field(default_factory=dict)
+    # Face encoders: score distributions measured on real photos (edge/open_set.py reads them).
+    open_set: Dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
     path: Optional[Path] = field(default=None, compare=False, repr=False)
 
@@ -54,8 +56,23 @@ class Manifest:
 
     @property
     def fingerprint(self) -> str:
-        """Identity of the encodings this model makes: weights plus preprocessing."""
-        # A quantized variant that passed its accuracy gate makes the same encodings.
+        """Identity of the encodings this model makes: the source weights, the converter that
+        turned them into a model, and the preprocessing; never the bytes of one export, which
+        change with the exporter's version while the numbers stay the same."""
+        quantized = self.source.get("quantized_from", {})
+        if "fingerprint" in quantized:  # a variant that passed its accuracy gate
+            return str(quantized["fingerprint"])
+        if "weights_sha256" not in self.source:  # a model we trained and exported ourselves
+            return self.legacy_fingerprint
+        blob = json.dumps({"weights": self.source["weights_sha256"],
+                           "converter": self.source.get("converter"),
+                           "preprocess": self.preprocess}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of earlier releases: the exported file's bytes plus preprocessing.
+        Galleries that carry it are still read (and rebound) by ``load_gallery``."""
         sha = self.source.get("quantized_from", {}).get("sha256", self.sha256)
         blob = json.dumps({"sha256": sha, "preprocess": self.preprocess}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -121,7 +138,7 @@ def load_manifest(path: Path) -> Manifest:
         inputs=_specs(data.get("inputs"), f"{path}: inputs"),
         outputs=_specs(data.get("outputs"), f"{path}: outputs"),
         preprocess=data["preprocess"], postprocess=data.get("postprocess", {}),
-        source=data["source"], license=data["license"], path=path,
+        open_set=data.get("open_set", {}), source=data["source"], license=data["license"], path=path,
     )
 
 

@@ -33,7 +33,12 @@ class Telemetry:
                 "uptime": round(now - self.started, 1), "fps": round(fps, 2), "frames": frames,
                 "latency_ms": latency, "backend": backend.describe(),
                 "precision": backend.precision, "recognition": self.loop.recognition.is_set(),
-                "outbox": outbox, "source": self._source()}
+                "outbox": outbox, "source": self._source(), "gallery": self._gallery()}
+
+    def _gallery(self) -> Dict[str, Any]:
+        matcher = self.loop.matcher
+        return {"people": len(matcher.names), "threshold": round(float(matcher.default), 4),
+                "rule": matcher.rule_for(None)}
 
     def _source(self) -> Dict[str, Any]:
         source = self.loop.source

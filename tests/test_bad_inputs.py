@@ -62,9 +62,9 @@ def test_no_face(config, people_gallery, tmp_path, capsys):
 def test_models_directory_missing_a_file(models_dir, tmp_path, config):
     partial = tmp_path / "models"
     shutil.copytree(models_dir, partial)
-    (partial / "facenet-casia.onnx").unlink()
+    (partial / "face-reid-0095.onnx").unlink()
     config.models.dir = str(partial)
-    with pytest.raises(ModelError, match="facenet-casia.onnx: model file missing"):
+    with pytest.raises(ModelError, match="face-reid-0095.onnx: model file missing"):
         FaceAnalyzer(config)
     (partial / "retinaface-mnet025.json").unlink()
     with pytest.raises(ModelError, match="retinaface-mnet025.json: manifest missing"):

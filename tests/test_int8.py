@@ -145,12 +145,13 @@ def test_float_layer_retries_grow_to_a_cap_of_a_tenth_but_at_least_four(layers, 
     assert accuracy_gate.float_layer_steps(layers, 0.1) == steps
 
 
+@pytest.mark.parametrize("encoder", ["face-reid-0095", "facenet-casia"])
 def test_int8_encoder_keeps_identification_and_the_gallery(models_dir, shared, tmp_path,
-                                                           caplog):
+                                                           caplog, encoder):
     models = tmp_path / "models"
     shutil.copytree(models_dir, models)
-    config = load_config(overrides=[f"models.dir={models}"])
-    manifest = load_manifest(models / "facenet-casia.json")
+    config = load_config(overrides=[f"models.dir={models}", f"models.encoder={encoder}"])
+    manifest = load_manifest(models / f"{encoder}.json")
     orl = shared / "faces/orl"
     calibration = build_set(manifest.name, capture(config, manifest),
                             [orl / f"s{i}" for i in range(1, 6)], 40, seed=0)
@@ -161,15 +162,27 @@ def test_int8_encoder_keeps_identification_and_the_gallery(models_dir, shared, t
     compare = comparison(config, manifest, [heldout, shared / "faces/people/gallery"])
     result = accuracy_gate.make_int8(manifest, "int8-cpu", calibration.samples, compare,
                                      calibration.info, method="minmax", progress=lambda _: None)
+    if encoder == "face-reid-0095":
+        # Its squeeze-excitation MobileNet loses too much in INT8 (cosine about 0.7 with 8
+        # layers back in float): the gate refuses it, and int8 runs the FP32 model.
+        assert not result.passed and result.metrics["cosine_mean"] < 0.99
+        assert "fall back to fp32" in result.report()
+        config.models.precision = "int8"
+        config.models.backend = "onnxruntime"
+        assert FaceAnalyzer(config).encoder.backend.precision == "fp32"
+        assert "face-reid-0095: no int8-cpu variant, it failed its accuracy gate" in caplog.text
+        return
     assert result.passed, result.report()
     assert result.metrics["decisions_changed"] == 0 and result.metrics["cosine_mean"] >= 0.99
-    # All-INT8 passes the gate with onnxruntime 1.32; when a layer must stay float, the
-    # first convolution is the one (as with earlier onnxruntime releases).
-    assert not result.excluded or "/stem/stem.0/conv/Conv" in result.excluded
+    # All-INT8 FaceNet passes the gate with onnxruntime 1.32; when a layer must stay float,
+    # the first convolution is the one (as with earlier onnxruntime releases).
+    if encoder == "facenet-casia":
+        assert not result.excluded or "/stem/stem.0/conv/Conv" in result.excluded
     # the runtime on the variant: same people, gallery still valid (same fingerprint)
     fp32 = FaceAnalyzer(config)
     int8 = FaceAnalyzer(load_config(overrides=[f"models.dir={models}", "models.precision=int8",
-                                               "models.backend=onnxruntime"]))
+                                               "models.backend=onnxruntime",
+                                               f"models.encoder={encoder}"]))
     assert int8.encoder.backend.precision == "int8"
     assert int8.fingerprint == fp32.fingerprint
     photo = load_image(shared / "faces/people/probes/obama1.jpg")

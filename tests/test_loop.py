@@ -87,7 +87,7 @@ def test_enroll_from_camera_frames_and_run_from_the_command_line(config, demo_cl
     common = ["--models", str(config.models_dir), "--gallery", str(config.gallery_path)]
     assert main(["enroll", "eileen", "--source", f"file://{path}", "--frames", "4", "--json",
                  *common]) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["photos"] == 4
+    assert json.loads(capsys.readouterr().out.splitlines()[-2])["photos"] == 4
     assert main(["run", "--source", f"file://{path}", *common]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {(e["event"], e["name"]) for e in events} >= {("new", "eileen"), ("end", "eileen")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from importlib import metadata
 from pathlib import Path
 
@@ -25,13 +26,16 @@ def _graph_path() -> Path:
 
 
 def test_facenet_onnx_matches_original_graph_in_opencv_dnn(models_dir, analyzer, shared):
+    from jetkiosk.edge.align import Aligner
+
     net = cv2.dnn.readNetFromTensorflow(str(_graph_path()))
-    backend = load_backend("onnxruntime", load_manifest(models_dir / "facenet-casia.json"))
+    manifest = load_manifest(models_dir / "facenet-casia.json")
+    backend = load_backend("onnxruntime", manifest)
     rng = np.random.default_rng(0)
     photo = cv2.imread(str(shared / "faces/people/gallery/obama/obama.jpg"))
     face = analyzer.detector.detect(photo)[0]
-    crop = analyzer.aligner(photo, face)
-    real = encoder_blob([crop], analyzer.encoder.pre)
+    crop = Aligner(manifest.preprocess)(photo, face)
+    real = encoder_blob([crop], manifest.preprocess)
     inputs = [real, rng.uniform(-1, 1, (1, 3, 160, 160)).astype(np.float32)]
     for blob in inputs:
         net.setInput(blob)
@@ -43,7 +47,8 @@ def test_facenet_onnx_matches_original_graph_in_opencv_dnn(models_dir, analyzer,
 
 
 def test_manifests_describe_model_and_preprocessing(models_dir):
-    for name, task in (("facenet-casia", "face-encoder"), ("retinaface-mnet025", "face-detector")):
+    for name, task in (("facenet-casia", "face-encoder"), ("retinaface-mnet025", "face-detector"),
+                       ("face-reid-0095", "face-encoder")):
         manifest = load_manifest(models_dir / f"{name}.json")
         assert manifest.task == task
         assert manifest.sha256 == sha256_file(models_dir / manifest.file)
@@ -64,7 +69,7 @@ def test_prepare_is_idempotent_and_rebuilds_corrupt_models(tmp_path):
     stamp = (tmp_path / "facenet-casia.onnx").stat().st_mtime_ns
     lines.clear()
     prep.prepare(tmp_path, progress=lines.append)
-    assert [line for line in lines if "up to date" in line] == lines and len(lines) == 2
+    assert [line for line in lines if "up to date" in line] == lines and len(lines) == 3
     assert (tmp_path / "facenet-casia.onnx").stat().st_mtime_ns == stamp
     with open(tmp_path / "retinaface-mnet025.onnx", "r+b") as fh:
         fh.seek(1000)
@@ -113,3 +118,91 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "y.json").write_text(json.dumps({"schema": 1, "name": "y"}))
     with pytest.raises(ModelError, match="lacks task"):
         load_manifest(tmp_path / "y.json")
+
+
+def test_default_encoder_is_the_shipped_face_reid_with_licence_and_calibration(models_dir):
+    manifest = load_manifest(models_dir / "face-reid-0095.json")
+    assert manifest.license == "Apache-2.0"
+    assert manifest.preprocess["color"] == "BGR" and manifest.preprocess["size"] == [128, 128]
+    assert manifest.outputs[0].shape == ("batch", 256)
+    assert manifest.sha256 == sha256_file(prep.BUNDLED / "face-reid-0095.onnx")
+    assert "Apache License" in (prep.BUNDLED / "LICENSE-face-reid-0095.txt").read_text()
+    assert "changes" in (prep.BUNDLED / "NOTICE-face-reid-0095.md").read_text().lower()
+    assert manifest.open_set["fingerprint"] == manifest.fingerprint
+    from jetkiosk.edge.config import Config
+
+    assert Config().models.encoder == "face-reid-0095"
+
+
+def _reexport(models_dir: Path, out: Path, name: str, producer: str) -> Path:
+    """The same weights written again as another exporter version would: other bytes."""
+    import onnx
+
+    out.mkdir()
+    manifest = load_manifest(models_dir / f"{name}.json")
+    model = onnx.load(str(models_dir / manifest.file))
+    model.producer_version = producer
+    onnx.save(model, str(out / manifest.file))
+    data = json.loads(manifest.to_json())
+    data["sha256"] = sha256_file(out / manifest.file)
+    (out / f"{name}.json").write_text(json.dumps(data))
+    return out / f"{name}.json"
+
+
+@pytest.mark.parametrize("name", ["facenet-casia", "face-reid-0095"])
+def test_fingerprint_names_the_weights_not_the_bytes_of_one_export(models_dir, tmp_path, name):
+    original = load_manifest(models_dir / f"{name}.json")
+    assert original.source["weights_sha256"] and original.source["converter"]
+    a = load_manifest(_reexport(models_dir, tmp_path / "a", name, "torch 9.0 a"))
+    b = load_manifest(_reexport(models_dir, tmp_path / "b", name, "torch 9.0 b"))
+    assert a.sha256 != b.sha256 != original.sha256
+    assert a.fingerprint == b.fingerprint == original.fingerprint
+    changed = json.loads(b.to_json())
+    changed["preprocess"]["mean"] = [0.5, 0.5, 0.5]
+    assert load_manifest_from(tmp_path / "c.json", changed).fingerprint != a.fingerprint
+
+
+def load_manifest_from(path: Path, data: dict):
+    path.write_text(json.dumps(data))
+    return load_manifest(path)
+
+
+def test_facenet_gallery_of_an_earlier_release_still_loads_and_is_rebound(
+        models_dir, shared, tmp_path, capsys):
+    from jetkiosk.edge.cli import main
+    from jetkiosk.edge.gallery import load_gallery
+
+    gallery = tmp_path / "old.npz"
+    common = ["--models", str(models_dir), "--gallery", str(gallery), "--json",
+              "--set", "models.encoder=facenet-casia"]
+    people = shared / "faces/people"
+    assert main(["enroll", "obama", str(people / "gallery/obama/obama.jpg"), *common]) == 0
+    manifest = load_manifest(models_dir / "facenet-casia.json")
+    old = load_gallery(gallery)
+    old.fingerprint = manifest.legacy_fingerprint  # as earlier releases wrote it
+    old.save(gallery)
+    capsys.readouterr()
+    assert main(["identify", str(people / "probes/obama1.jpg"), *common]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in out] == ["obama"]
+    assert main(["enroll", "biden", str(people / "gallery/biden/biden.jpg"), *common]) == 0
+    assert load_gallery(gallery).fingerprint == manifest.fingerprint
+    code = main(["identify", str(people / "probes/obama1.jpg"), "--models", str(models_dir),
+                 "--gallery", str(gallery)])
+    assert code == 2 and "cannot be compared" in capsys.readouterr().err
+
+
+def test_a_changed_score_calibration_updates_the_manifest_without_a_rebuild(models_dir, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    path = models / "facenet-casia.json"
+    data = json.loads(path.read_text())
+    data["open_set"] = {}
+    path.write_text(json.dumps(data))
+    stamp = (models / "facenet-casia.onnx").stat().st_mtime_ns
+    lines: list = []
+    prep.prepare(models, progress=lines.append)
+    assert any("facenet-casia: score calibration changed, manifest updated" in x for x in lines)
+    assert (models / "facenet-casia.onnx").stat().st_mtime_ns == stamp
+    manifest = load_manifest(path)
+    assert manifest.open_set["fingerprint"] == manifest.fingerprint

@@ -22,6 +22,7 @@ from jetkiosk.edge.gallery import Gallery, load_gallery
 from jetkiosk.edge.listen import describe
 from jetkiosk.edge.messages import SCHEMAS, schema
 from jetkiosk.edge.node import Node
+from jetkiosk.edge.open_set import threshold_rule
 from jetkiosk.edge.outbox import Outbox
 from jetkiosk.edge.sources import open_source
 from mosquitto import Mosquitto, Subscriber
@@ -55,7 +56,8 @@ def node_config(config, analyzer, demo_clip, broker, tmp_path):
 
 def make_node(config, analyzer) -> Node:
     return Node(config, analyzer, lambda: Matcher(
-        load_gallery(config.gallery_path, analyzer.fingerprint), config.gallery.threshold))
+        load_gallery(config.gallery_path, analyzer.fingerprint),
+        threshold_rule(config.gallery, analyzer.encoder_manifest)))
 
 
 def check_schema(topic: str, payload: bytes) -> dict:
@@ -113,7 +115,7 @@ def test_node_publishes_events_states_counts_crops_and_stats(node_config, analyz
     assert stats and max(s["fps"] for s in stats) > 0 and stats[-1]["frames"] > 0
     assert set(stats[-1]["latency_ms"]) == {"detect", "embed", "match", "track+publish"}
     crops = [p for t, p, _ in messages if t.endswith("/faces/crop")]
-    assert crops and cv2.imdecode(np.frombuffer(crops[0], np.uint8), 1).shape == (160, 160, 3)
+    assert crops and cv2.imdecode(np.frombuffer(crops[0], np.uint8), 1).shape == (128, 128, 3)
     for topic, payload, _ in messages:
         assert b"encoding" not in payload or topic.endswith("/faces/crop")
     assert Outbox(node_config.outbox_path).depth == 0  # every event acknowledged
@@ -236,3 +238,34 @@ def test_listen_prints_events_readably_and_as_json(node_config, analyzer, demo_c
     assert first["topic"] == f"{PREFIX}/cam0/faces/events" and not first["retained"]
     line = describe(first["topic"], first["payload"])
     assert "cam0 new" in line and "eileen_collins (match, d=" in line
+
+
+def test_gallery_reject_of_a_recent_event_through_the_cli(node_config, analyzer, demo_clip,
+                                                          broker, capsys):
+    clip, _ = demo_clip
+    watcher = Subscriber(broker.port, f"{PREFIX}/#", persistent=False)
+    node = make_node(node_config, analyzer).start()
+    runner = threading.Thread(target=lambda: node.run(open_source(f"file://{clip}?loop=1")))
+    runner.start()
+    try:
+        assert watcher.wait(lambda: any(json.loads(p)["name"] == "eileen_collins" for p in
+                                        watcher.payloads("/faces/events")), 120)
+        event = next(e for e in map(json.loads, watcher.payloads("/faces/events"))
+                     if e["name"] == "eileen_collins")
+        common = ["--gallery", str(node_config.gallery_path), "--broker", broker.uri,
+                  "--set", "mqtt.node=kiosk1", "--json"]
+        assert main(["gallery", "reject", "eileen_collins", "--event", event["event_id"],
+                     *common]) == 0
+        reply = json.loads(capsys.readouterr().out)
+        assert reply["ok"] and reply["name"] == "eileen_collins" and reply["rejections"] == 1
+        assert reply["people"] == 2  # the node reloaded its gallery
+        stored = load_gallery(node_config.gallery_path).rejections("eileen_collins")
+        assert stored.shape == (1, analyzer.encoder.dim)  # an encoding, never a photo
+        assert main(["gallery", "reject", "eileen_collins", "--event", "0" * 32, *common]) == 2
+        assert "is not among this node's last 256 decisions" in capsys.readouterr().err
+        assert main(["gallery", "reject", "nobody", "--event", event["event_id"], *common]) == 2
+        assert "no person named 'nobody'" in capsys.readouterr().err
+    finally:
+        node.loop.shutdown()
+        runner.join(60)
+        watcher.close()

@@ -74,12 +74,12 @@ def test_face_path_on_tensorrt_matches_onnx_runtime(fake_trt, models_dir, tmp_pa
     assert all(b["flags"] == (0 if major >= 10 else 1) for b in trt.BUILDS)
     profiles = sorted(b["profiles"]["input"] for b in trt.BUILDS)
     assert profiles == [[[1, 3, 32, 32], [1, 3, 384, 640], [1, 3, 640, 640]],  # detector
-                        [[1, 3, 160, 160], [4, 3, 160, 160], [16, 3, 160, 160]]]  # encoder
+                        [[1, 3, 128, 128], [4, 3, 128, 128], [16, 3, 128, 128]]]  # encoder
     # the second start uses the cached engines
     FaceAnalyzer(trt_config(models_dir, tmp_path)).analyze(photo)
     assert len(trt.BUILDS) == 2
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "engines").glob("*.json")]
-    assert {s["key"]["model"] for s in sidecars} == {"retinaface-mnet025", "facenet-casia"}
+    assert {s["key"]["model"] for s in sidecars} == {"retinaface-mnet025", "face-reid-0095"}
     assert all(s["key"]["trt_version"] == trt.__version__ and
                s["key"]["device"] == "Fake Orin sm87" for s in sidecars)
     # orderly teardown: every buffer freed, no context left pushed
@@ -176,7 +176,7 @@ def test_implicit_int8_calibrates_through_device_memory_and_reuses_the_cache(
     from jetkiosk.edge.manifest import load_manifest
 
     config = trt_config(models_dir, tmp_path, "models.precision=int8")
-    manifest = load_manifest(models_dir / "facenet-casia.json")
+    manifest = load_manifest(models_dir / "face-reid-0095.json")  # the default encoder
     data = build_set(manifest.name, capture(config, manifest),
                      [shared / "faces/orl/s1", shared / "faces/orl/s2"], 6, seed=3)
     data.save(tmp_path / "calib")
@@ -188,7 +188,7 @@ def test_implicit_int8_calibrates_through_device_memory_and_reuses_the_cache(
     assert "INT8" in build["builder_flags"] and build["calibration"]["batches"] == 6
     amax = max(float(np.abs(s["input"]).max()) for s in data.samples)
     assert build["calibration"]["amax"] == pytest.approx(amax)
-    cache = calib_cache.load(config.models.engines / "facenet-casia.calibration.cache")
+    cache = calib_cache.load(config.models.engines / "face-reid-0095.calibration.cache")
     assert cache.version == calib_cache.version_number(trt.__version__)
     assert cache.scales["input"] == pytest.approx(amax / 127, rel=1e-6)
     ensure_engine(manifest, config, force=True, calibration_set=tmp_path / "calib")
