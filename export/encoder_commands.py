@@ -25,9 +25,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.Argu
     train = actions.add_parser("train", help="triplet-loss training (export extra)")
     _data_options(train)
     train.add_argument("--name", required=True, help="the new encoder's model name")
-    train.add_argument("--backbone", choices=["facenet", "small"], default="facenet",
-                       help="facenet: fine-tune the pretrained FaceNet; small: a small "
-                       "residual network from scratch")
+    train.add_argument("--backbone", choices=["facenet", "face-reid", "small"],
+                       default="facenet", help="facenet: fine-tune the pretrained FaceNet; "
+                       "face-reid: fine-tune face-reid-0095 (from its OpenVINO IR; 17 units); "
+                       "small: a small residual network from scratch")
     train.add_argument("--freeze", default="all", help="trunk units frozen from the input "
                        "(facenet has 24): a number, or 'all' to train only the embedding layer")
     train.add_argument("--embedding", type=int, default=0, help="facenet: replace the embedding "
@@ -79,6 +80,16 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.Argu
                       help="make the gallery decide with this head")
     common(head)
 
+    calibrate = actions.add_parser(
+        "calibrate", help="score calibration for gallery.target_fpir on real photos")
+    calibrate.add_argument("--data", type=Path, required=True,
+                           help="people/<name>/<photo> and strangers/<photo> (lfw-calib)")
+    calibrate.add_argument("--encoder", help="encoder model name (default models.encoder)")
+    calibrate.add_argument("--out", type=Path, help="write the calibration here (default: "
+                           "into the encoder's manifest)")
+    calibrate.add_argument("--cache", type=Path, help="keep detections and encodings here")
+    common(calibrate)
+
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True,
@@ -128,7 +139,7 @@ def _encodings(config: Config, name: Optional[str], folder) -> Tuple[np.ndarray,
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
     try:
         from .encoder_export import export_encoder, training_preprocess
-        from .encoder_nets import facenet_net, small_net
+        from .encoder_nets import face_reid_net, facenet_net, small_net
         from .encoder_train import EncoderTrainSettings, LabelledCrops, train_encoder
         from .small_resnet import SmallResNetConfig
     except ImportError as exc:
@@ -136,16 +147,23 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
                             f"(pip install 'jetkiosk[export]'): {exc}") from None
     from .augment import Augmenter, AugmentSettings, pca_basis
 
+    base = None  # the preprocessing the alignment template comes from (None: FaceNet's)
     if args.backbone == "facenet":
         net = facenet_net(args.embedding)
         size, lr = 160, args.lr or 1e-4
+    elif args.backbone == "face-reid":
+        from .prepare import RECIPES
+
+        net = face_reid_net(args.embedding)
+        base = next(r.preprocess for r in RECIPES if r.name == "face-reid-0095")
+        size, lr = base["size"][0], args.lr or 1e-4
     else:
         widths = tuple(int(w) for w in args.widths.split(","))
         net = small_net(SmallResNetConfig(widths, 1, args.embedding or 128))
         size, lr = args.size, args.lr or 3e-3
     freeze = len(net.units) if args.freeze == "all" else _int(args.freeze, "--freeze")
     net.freeze(freeze)
-    preprocess = training_preprocess(size)
+    preprocess = training_preprocess(size, base)
     folder = _faces(args, config)
     val = None
     ids = list(folder.identities)
@@ -262,7 +280,8 @@ def _read_head(path: Path, manifest):
 def _update_gallery(config: Config, manifest, change: Callable) -> None:
     from jetkiosk.edge.gallery import load_gallery
 
-    gallery = load_gallery(config.gallery_path, manifest.fingerprint)
+    gallery = load_gallery(config.gallery_path, manifest.fingerprint,
+                           manifest.legacy_fingerprint)
     change(gallery)
     gallery.save(config.gallery_path)
 
@@ -274,9 +293,36 @@ def _int(text: str, flag: str) -> int:
         raise ConfigError(f"{flag}: expected a number or 'all', got {text!r}") from None
 
 
+def cmd_calibrate(args: argparse.Namespace, config: Config) -> int:
+    """Measure the encoder's impostor and genuine distances on ``--data`` and store them
+    where the threshold rule reads them (the manifest's ``open_set``)."""
+    import json
+
+    from jetkiosk.edge.faces import model_manifest
+
+    from .open_set_eval import runtime_faces, score_calibration
+
+    name = args.encoder or config.models.encoder
+    manifest = model_manifest(config, name, "face-encoder")
+    faces = runtime_faces(config, args.data, name, args.cache, _progress)
+    people = len(set(faces.labels.tolist()) - {-1})
+    strangers = int((faces.labels == -1).sum())
+    dataset = f"{Path(args.data).resolve().name} ({people} people, {strangers} strangers)"
+    result = score_calibration(faces, manifest.name, manifest.fingerprint, dataset)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    else:
+        manifest.open_set = result
+        manifest.save(manifest.path)
+    _say(f"{manifest.name}: {result['pairs']['impostor']} impostor and "
+         f"{result['pairs']['genuine']} genuine pairs; written to {args.out or manifest.path}")
+    return 0
+
+
 def cmd_encoder(args: argparse.Namespace, config: Config) -> int:
     actions: Dict[str, Callable[[argparse.Namespace, Config], int]] = {
-        "train": cmd_train, "evaluate": cmd_evaluate, "head": cmd_head}
+        "train": cmd_train, "evaluate": cmd_evaluate, "head": cmd_head,
+        "calibrate": cmd_calibrate}
     return actions[args.action](args, config)
 
 
