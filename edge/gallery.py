@@ -5,14 +5,17 @@ File format (version 1): a NumPy ``.npz`` archive read with ``allow_pickle=False
 ``encodings`` (M x D float32, one row per enrolled photo). The header binds the file to the
 encoder's fingerprint; encodings from any other model are refused, never compared.
 Version 2 adds ``head`` to the header: the gallery decides with a learned verification
-head instead of a distance threshold. A gallery without a head is still written as version
-1, so older jetkiosk releases keep reading it; one with a head is refused by them.
+head instead of a distance threshold. Version 3 adds ``rejected`` (R x D float32) and
+``rejected_owner`` (R person indices): encodings that were confirmed *not* to be that person
+(``jetkiosk gallery reject``). A file is written with the lowest version that holds what
+it has, so older jetkiosk releases keep reading galleries that use nothing newer.
 Writes go to a temporary file that is fsynced and renamed over the old one, mode 0600.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -25,8 +28,9 @@ import numpy as np
 from .errors import GalleryError
 from .verification_head import VerificationHead
 
+log = logging.getLogger(__name__)
 FORMAT = "jetkiosk-gallery"
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
 
 
 class Gallery:
@@ -40,6 +44,7 @@ class Gallery:
         self.head: Optional[VerificationHead] = None  # decide with it instead of a threshold
         self.people: Dict[str, Dict[str, Any]] = {}  # name -> {"threshold", "enrolled"}
         self._encodings: Dict[str, np.ndarray] = {}  # name -> n x D
+        self._rejected: Dict[str, np.ndarray] = {}  # name -> r x D: "this is not name"
 
     # -- people -----------------------------------------------------------------
     @property
@@ -70,6 +75,7 @@ class Gallery:
     def remove(self, name: str) -> None:
         self._known(name)
         del self.people[name], self._encodings[name]
+        self._rejected.pop(name, None)
 
     def rename(self, old: str, new: str) -> None:
         self._known(old)
@@ -77,7 +83,20 @@ class Gallery:
             raise GalleryError(f"{new!r} is already enrolled")
         self.add(new, self._encodings[old])
         self.people[new] = self.people[old]
+        if old in self._rejected:
+            self._rejected[new] = self._rejected[old]
         self.remove(old)
+
+    def reject(self, name: str, encoding: np.ndarray) -> int:
+        """Record that ``encoding`` is not ``name``; returns that person's rejection count."""
+        encoding = np.asarray(encoding, np.float32).reshape(-1, self.dim)
+        old = self._rejected.get(self._known(name), np.zeros((0, self.dim), np.float32))
+        self._rejected[name] = np.concatenate([old, encoding])
+        return len(self._rejected[name])
+
+    def rejections(self, name: str) -> np.ndarray:
+        """Encodings confirmed not to be ``name`` (r x D, possibly empty)."""
+        return self._rejected.get(self._known(name), np.zeros((0, self.dim), np.float32))
 
     def set_threshold(self, value: Optional[float], name: Optional[str] = None) -> None:
         if value is not None and not 0.0 < value < 4.0:
@@ -115,8 +134,10 @@ class Gallery:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         names = self.names
+        rejected = [n for n in names if n in self._rejected]
+        version = 3 if rejected else 1 if self.head is None else 2
         header = {
-            "format": FORMAT, "version": 1 if self.head is None else 2,
+            "format": FORMAT, "version": version,
             "encoder": self.encoder, "fingerprint": self.fingerprint, "dim": self.dim,
             "threshold": self.threshold, "people": {n: self.people[n] for n in names},
         }
@@ -129,9 +150,16 @@ class Gallery:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, header=np.array(json.dumps(header)),
-                             names=np.array(names, dtype=str), owner=owner,
-                             encodings=np.concatenate(rows).astype(np.float32))
+                    arrays: Dict[str, Any] = {
+                        "header": np.array(json.dumps(header)),
+                        "names": np.array(names, dtype=str), "owner": owner,
+                        "encodings": np.concatenate(rows).astype(np.float32)}
+                    if rejected:
+                        arrays["rejected"] = np.concatenate([self._rejected[n] for n in rejected])
+                        arrays["rejected_owner"] = np.concatenate([
+                            np.full(len(self._rejected[n]), names.index(n), np.int32)
+                            for n in rejected])
+                    np.savez(fh, **arrays)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.chmod(tmp, 0o600)
@@ -150,14 +178,21 @@ class Gallery:
             os.close(dir_fd)
 
 
-def load_gallery(path: Path, fingerprint: Optional[str] = None) -> Gallery:
-    """Read a gallery file; with ``fingerprint``, refuse one made by another encoder."""
+def load_gallery(path: Path, fingerprint: Optional[str] = None,
+                 legacy: Optional[str] = None) -> Gallery:
+    """Read a gallery file; with ``fingerprint``, refuse one made by another encoder.
+
+    A gallery bound to ``legacy`` (the same encoder's fingerprint as earlier releases wrote
+    it) is accepted and rebound to ``fingerprint``; the next save records the new one.
+    """
     path = Path(path)
     try:
         with np.load(str(path), allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             names = [str(n) for n in data["names"]]
             owner, rows = data["owner"], data["encodings"]
+            rejected = (data["rejected"], data["rejected_owner"]) if "rejected" in data \
+                else None
     except FileNotFoundError:
         raise GalleryError(f"{path}: no gallery here (enroll someone first)") from None
     except (zipfile.BadZipFile, EOFError) as exc:
@@ -169,6 +204,12 @@ def load_gallery(path: Path, fingerprint: Optional[str] = None) -> Gallery:
     if header.get("version") not in VERSIONS:
         raise GalleryError(f"{path}: gallery format version {header.get('version')!r}, "
                            f"this jetkiosk reads versions {VERSIONS}")
+    if fingerprint is not None and legacy is not None and header["fingerprint"] == legacy:
+        log.info("%s: encoder fingerprint %s is the earlier form of %s; rebinding", path,
+                 legacy, fingerprint)
+        header["fingerprint"] = fingerprint
+        if header.get("head") is not None:
+            header["head"]["fingerprint"] = fingerprint
     if fingerprint is not None and header["fingerprint"] != fingerprint:
         raise GalleryError(
             f"{path}: encodings were made by encoder {header['encoder']} "
@@ -185,4 +226,11 @@ def load_gallery(path: Path, fingerprint: Optional[str] = None) -> Gallery:
     for i, name in enumerate(names):
         gallery.add(name, rows[owner == i])
         gallery.people[name] = dict(header["people"][name])
+    if rejected is not None:
+        vectors, whose = rejected
+        if vectors.ndim != 2 or vectors.shape[1] != dim or len(whose) != len(vectors) or (
+                len(whose) and (whose.min() < 0 or whose.max() >= len(names))):
+            raise GalleryError(f"{path}: gallery file is inconsistent (rejections)")
+        for i in np.unique(whose):
+            gallery.reject(names[int(i)], vectors[whose == i])
     return gallery

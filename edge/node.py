@@ -13,8 +13,10 @@ from .commands import CommandError, CommandRouter
 from .config import Config
 from .decisions import Matcher
 from .discovery import Discovery
+from .errors import GalleryError
 from .faces import FaceAnalyzer
-from .loop import CaptureLoop
+from .gallery import load_gallery
+from .loop import RECENT_DECISIONS, CaptureLoop
 from .messages import encode
 from .mqtt_client import BrokerSettings
 from .mqtt_link import OFFLINE, ONLINE, MqttLink
@@ -63,6 +65,7 @@ class Node:
         self.commands.register("recognition", "enable", lambda c: self._recognition(True))
         self.commands.register("recognition", "disable", lambda c: self._recognition(False))
         self.commands.register("gallery", "reload", lambda c: self.reload())
+        self.commands.register("gallery", "reject", self._reject)
         self._recognition(True)
         self.discovery: Optional[Discovery] = None
         if config.mqtt.discovery:
@@ -116,6 +119,25 @@ class Node:
             self.mqtt_sink.forget_person(name)
         self._announce(matcher)
         return {"people": len(new), "added": sorted(new - old), "removed": sorted(old - new)}
+
+    def _reject(self, command: Dict[str, Any]) -> Dict[str, Any]:
+        """``gallery reject``: the encoding a recent event was decided on is not ``name``;
+        stored in the gallery file (never a photo), then the gallery is reloaded."""
+        if "name" not in command or "event_id" not in command:
+            raise CommandError("reject needs name and event_id")
+        encoding = self.loop.decided_encoding(command["event_id"])
+        if encoding is None:
+            raise CommandError(f"event {command['event_id']} is not among this node's last "
+                               f"{RECENT_DECISIONS} decisions")
+        manifest = self.loop.analyzer.encoder_manifest
+        try:
+            gallery = load_gallery(self.config.gallery_path, manifest.fingerprint,
+                                   manifest.legacy_fingerprint)
+            count = gallery.reject(command["name"], encoding)
+            gallery.save(self.config.gallery_path)
+        except GalleryError as exc:
+            raise CommandError(str(exc)) from None
+        return {"name": command["name"], "rejections": count, **self.reload()}
 
     def outbox_figures(self) -> Dict[str, int]:
         return {"depth": self.link.outbox.depth, "dropped": self.link.outbox.dropped,

@@ -20,9 +20,11 @@ def test_enroll_verify_identify_embed_and_manage(config, shared, capsys):
     people = shared / "faces/people"
     common = ["--models", str(config.models_dir), "--gallery", str(config.gallery_path), "--json"]
     code, out, _ = run(capsys, "enroll", "--folder", str(people / "gallery"), *common)
-    assert code == 0 and sum(1 for r in out if "enrolled" in r) == 5
+    assert code == 0 and sum(1 for r in out if "photos" in r and "status" not in r) == 5
     code, out, _ = run(capsys, "enroll", "obama", str(people / "probes/obama3.jpg"), *common)
-    assert out[-1] == {"name": "obama", "enrolled": 1, "photos": 3}
+    assert out[-2] == {"name": "obama", "enrolled": 1, "photos": 3}
+    assert out[-1] == {"summary": True, "enrolled": 1, "skipped_photos": 0,
+                       "without_encoding": []}
 
     code, out, _ = run(capsys, "verify", str(people / "probes/obama1.jpg"), "--as", "obama",
                        *common)
@@ -37,7 +39,7 @@ def test_enroll_verify_identify_embed_and_manage(config, shared, capsys):
 
     code, out, _ = run(capsys, "embed", str(people / "probes/two_people.jpg"), *common)
     encodings = np.array([r["encoding"] for r in out])
-    assert encodings.shape == (2, 512)
+    assert encodings.shape == (2, 256)
     assert np.allclose(np.linalg.norm(encodings, axis=1), 1.0, atol=1e-4)
 
     assert run(capsys, "gallery", "rename", "obama", "barack", *common)[0] == 0
@@ -46,14 +48,17 @@ def test_enroll_verify_identify_embed_and_manage(config, shared, capsys):
     code, out, _ = run(capsys, "gallery", "list", *common)
     assert [(r["name"], r["photos"]) for r in out] == [
         ("alex_lacamoire", 1), ("barack", 3), ("kit_harington", 2), ("rose_leslie", 2)]
-    assert out[1]["threshold"] == 0.8 and out[0]["threshold"] == config.gallery.threshold
+    assert out[1]["threshold"] == 0.8 and out[1]["rule"] == "set for this person"
+    assert "target FPIR 0.003 with 4 enrolled" in out[0]["rule"]
 
 
 def test_errors_are_one_line_with_exit_code_2(config, analyzer, shared, capsys):
     common = ["--models", str(config.models_dir), "--gallery", str(config.gallery_path)]
     photo = str(shared / "faces/people/probes/two_people.jpg")
-    code, _, err = run(capsys, "enroll", "obama", photo, *common)
-    assert code == 2 and "2 faces found" in err
+    assert main(["enroll", "obama", photo, *common]) == 1  # skipped, and nobody enrolled
+    out = capsys.readouterr().out
+    assert "2 faces found and none is clearly the subject" in out
+    assert "no usable photo for: obama" in out
     code, _, err = run(capsys, "identify", photo, *common)
     assert code == 2 and "no gallery here" in err
     Gallery("other-encoder", "0123456789abcdef", 512).save(config.gallery_path)
