@@ -35,6 +35,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q --no-deps face_recognition==1.3.0 face_recognition_models==0.3.0
+	$(PY) bench/open_set.py
 	$(PY) bench/faces_vs_face_recognition.py
 	$(PY) bench/live_loop.py
 	$(PY) bench/search.py
