@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -59,6 +59,7 @@ class Matcher:
         base, self.rule = rule.base(gallery.threshold, len(self.names))
         self.one_to_one, self.one_to_one_rule = rule.base(gallery.threshold, 1)
         self.default = base
+        self._sizes: Dict[Tuple[bool, int], float] = {}
         self._limits = {n: self._rejection_limit(n) for n in self.names}
         self.thresholds = np.array([self._threshold(n) for n in self.names], np.float32)
 
@@ -81,11 +82,19 @@ class Matcher:
         """``name``'s own threshold, else the rule's for the template's size; then tightened
         below any rejection."""
         own = self._own(name)
-        tau = float(own) if own else self._rule.for_photos(
-            self.gallery.threshold, self._base(one_to_one), 1 if one_to_one else len(self.names),
-            len(self.gallery.encodings(name)))
+        tau = float(own) if own else self._for_photos(one_to_one,
+                                                      len(self.gallery.encodings(name)))
         limit = self._limits[name] if rejections else None
         return tau if limit is None else min(tau, limit)
+
+    def _for_photos(self, one_to_one: bool, photos: int) -> float:
+        """The rule's threshold for a template of ``photos`` photos (one lookup per size)."""
+        key = (one_to_one, photos)
+        if key not in self._sizes:
+            self._sizes[key] = self._rule.for_photos(
+                self.gallery.threshold, self._base(one_to_one),
+                1 if one_to_one else len(self.names), photos)
+        return self._sizes[key]
 
     def threshold_for(self, name: str, rejections: bool = True) -> float:
         """``name``'s 1:K threshold; ``rejections=False``: before any rejection tightened it."""
