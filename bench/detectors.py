@@ -58,7 +58,8 @@ def main() -> None:
         gallery = Gallery("facenet-casia", a.fingerprint, a.encoder.dim)
         for name, photos in gallery_photos.items():
             for p in photos:
-                faces = [f for f in a.analyze(images[p], detect(images[p])) if f.encoding is not None]
+                faces = [f for f in a.analyze(images[p], detect(images[p]))
+                         if f.encoding is not None]
                 if faces:
                     gallery.add(name, faces[0].encoding[None])
         matcher = Matcher(gallery, 1.0)

@@ -78,7 +78,8 @@ def main() -> None:
         cv2.imwrite(str(photos / f"{name}.png"), getattr(data, name)()[..., ::-1])
     orl = SHARED / "orl"
     plans = {
-        "encoder": ("facenet-casia", [linked(work / "orl-cal", [orl / f"s{i}" for i in range(1, 21)])],
+        "encoder": ("facenet-casia",
+                    [linked(work / "orl-cal", [orl / f"s{i}" for i in range(1, 21)])],
                     [linked(work / "orl-held", [orl / f"s{i}" for i in range(21, 41)]),
                      SHARED / "people/gallery"], 100, None),
         "detector": ("retinaface-mnet025", [clip, SHARED / "people/gallery"],

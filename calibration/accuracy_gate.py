@@ -67,7 +67,8 @@ class GateResult:
             mark = "" if floor is None else (" ok" if value >= floor else f" < {floor} FAIL")
             lines.append(f"  {key:22s} {value:10.4f}{mark}")
         if self.excluded:
-            lines.append(f"  kept in float: {len(self.excluded)} layers: {', '.join(self.excluded)}")
+            lines.append(f"  kept in float: {len(self.excluded)} layers: "
+                         f"{', '.join(self.excluded)}")
         if self.fallback:
             lines.append(f"  over budget even with layers in float: fall back to {self.fallback}")
         return "\n".join(lines)
@@ -109,7 +110,8 @@ def sensitivity(fp32_path: Path, qdq_path: Path, samples: Sequence[Dict[str, np.
     return list(dict.fromkeys(order[:1] + order[-1:] + ranked))
 
 
-def _variant_manifest(base: Manifest, form: str, model_file: Path, info: Dict[str, object]) -> Manifest:
+def _variant_manifest(base: Manifest, form: str, model_file: Path, info: Dict[str, object]
+                      ) -> Manifest:
     source = {"quantized_from": {"file": base.file, "sha256": base.sha256, "name": base.name,
                                  "fingerprint": base.fingerprint},
               "form": form, **info}

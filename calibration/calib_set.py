@@ -120,7 +120,8 @@ def split_batches(feeds: List[Dict[str, np.ndarray]]) -> List[Dict[str, np.ndarr
 
 @dataclass
 class CalibrationSet:
-    """Samples (input name -> array with batch 1) and the manifest that says where they came from."""
+    """Samples (input name -> array with batch 1) and the manifest that says where they came
+    from."""
 
     model: str
     samples: List[Dict[str, np.ndarray]]

@@ -42,7 +42,8 @@ class OnnxRuntimeBackend(Backend):
         expected = {spec.name for spec in manifest.inputs}
         if names != expected:
             raise ModelError(
-                f"{manifest.model_path}: inputs {sorted(names)} differ from manifest {sorted(expected)}"
+                f"{manifest.model_path}: inputs {sorted(names)} differ from manifest "
+                f"{sorted(expected)}"
             )
         self._outputs = [o.name for o in self.session.get_outputs()]
 

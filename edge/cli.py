@@ -22,7 +22,18 @@ log = logging.getLogger("jetkiosk")
 CANDIDATES_PER_SHOT = 4  # enroll --source: frames considered for each varied shot kept
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+# Flags every command has, and the configuration keys they set.
+COMMON_KEYS: Dict[str, Tuple[str, ...]] = {
+    "models": ("models.dir",), "gallery": ("gallery.path",), "backend": ("models.backend",),
+    "precision": ("models.precision",)}
+
+
+def _common(parser: argparse.ArgumentParser,
+            keys: Optional[Dict[str, Tuple[str, ...]]] = None) -> None:
+    """The flags every command has. ``keys``: this command's own flags that set
+    configuration keys (``flag -> keys``; an entry ``key=value`` is set as written when the
+    flag is given)."""
+    parser.set_defaults(config_keys={**COMMON_KEYS, **(keys or {})})
     parser.add_argument("--config", help="TOML configuration file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a configuration key (repeatable)")
@@ -75,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     reject.add_argument("--event", help="event_id of one of the last decisions of the node "
                         "running with this configuration (sent to it over MQTT)")
     reject.add_argument("--broker", help="mqtt://host:port or mqtts://... (mqtt.broker)")
-    _common(reject)
+    _common(reject, {"broker": ("mqtt.broker",)})
     audit = gsub.add_parser("audit", help="people too close to each other, enrollment photos "
                             "that disagree with the rest of their person")
     _common(audit)
@@ -100,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "jsonl:/path/events.jsonl, mqtt ([mqtt] in the configuration)")
     run.add_argument("--broker", help="mqtt://[user:password@]host[:port] or mqtts://... "
                      "(mqtt.broker)")
-    _common(run)
+    _common(run, {"source": ("run.source",), "sink": ("run.sink",), "broker": ("mqtt.broker",)})
 
     listen = sub.add_parser("listen", help="print what jetkiosk nodes publish over MQTT")
     listen.add_argument("--broker", help="mqtt://host:port or mqtts://... (mqtt.broker)")
@@ -109,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
     listen.add_argument("--session", help="persistent session name: events published while "
                         "this listener was away arrive when it returns")
-    _common(listen)
+    _common(listen, {"broker": ("mqtt.broker",)})
 
     kiosk = sub.add_parser("kiosk", help="live stylized camera feed on a display")
     kiosk.add_argument("--source", help="camera or clip URI (kiosk.source)")
@@ -118,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "file://out.mp4 (kiosk.output)")
     kiosk.add_argument("--broker", help="take style commands over MQTT from this broker "
                        "(sets kiosk.mqtt and mqtt.broker)")
-    _common(kiosk)
+    _common(kiosk, {"source": ("kiosk.source",), "style": ("kiosk.style",),
+                    "output": ("kiosk.output",), "broker": ("mqtt.broker", "kiosk.mqtt=true")})
 
     styles = sub.add_parser("styles", help="list styles; train a new one")
     styles_sub = styles.add_subparsers(dest="action", required=True)
@@ -153,18 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The configuration file, then ``--set``, then the flags this command maps to keys."""
     overrides = list(getattr(args, "set", []))
-    kiosk = args.command == "kiosk"
-    for flag, key in (("models", "models.dir"), ("gallery", "gallery.path"),
-                      ("backend", "models.backend"), ("precision", "models.precision"),
-                      ("source", "kiosk.source" if kiosk else "run.source"),
-                      ("sink", "run.sink"), ("broker", "mqtt.broker"),
-                      ("style", "kiosk.style"), ("output", "kiosk.output")):
+    for flag, keys in getattr(args, "config_keys", COMMON_KEYS).items():
         value = getattr(args, flag, None)
-        if value and (flag != "style" or kiosk):
-            overrides.append(f"{key}={value}")
-    if kiosk and args.broker:
-        overrides.append("kiosk.mqtt=true")
+        if value:
+            overrides.extend(key if "=" in key else f"{key}={value}" for key in keys)
     path = getattr(args, "config", None) or os.environ.get("JETKIOSK_CONFIG") or (
         service_commands.DEFAULT_CONFIG if getattr(args, "action", "") == "check" else None)
     args.config_path = path or "defaults"

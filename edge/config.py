@@ -128,7 +128,7 @@ class RunConfig:
     """The capture loop (`jetkiosk run`)."""
 
     source: str = setting("", "file://clip.mp4, file:///dir/, v4l2:///dev/video0, rtsp://..., "
-                          "http://.../stream.mjpg, csi://0")
+                          "rtsps://..., csi://0")
     sink: str = setting("jsonl:-", "comma-separated: jsonl:- (stdout), jsonl:/path/file.jsonl, "
                         "mqtt")
     camera: str = setting("cam0", "camera name in events and MQTT topics")
@@ -267,7 +267,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             return value.lower() in ("true", "1", "yes")
     elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    elif kind is int and isinstance(value, int) and not isinstance(value, bool) or kind is str and isinstance(value, str):
+    elif (kind is int and isinstance(value, int) and not isinstance(value, bool)
+          or kind is str and isinstance(value, str)):
         return value
     elif isinstance(value, str) and kind in (int, float):
         try:

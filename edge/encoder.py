@@ -21,7 +21,8 @@ def encoder_blob(crops: Sequence[np.ndarray], preprocess: Dict[str, Any]) -> np.
 
 
 class FaceEncoder:
-    """Runs the encoder on BGR crops of the manifest's size; optional flip test-time augmentation."""
+    """Runs the encoder on BGR crops of the manifest's size; optional flip test-time
+    augmentation."""
 
     def __init__(self, backend: Backend, flip: bool = False, max_batch: int = 16):
         self.backend = backend

@@ -25,5 +25,9 @@ class SourceError(JetkioskError):
     """A capture source cannot be opened or has failed."""
 
 
+class OutputError(JetkioskError):
+    """A kiosk output (window, HTTP server, video file) cannot be opened or written."""
+
+
 class StyleError(JetkioskError):
     """A style is unknown, or a frame size its network cannot take."""

@@ -138,7 +138,8 @@ def load_manifest(path: Path) -> Manifest:
         inputs=_specs(data.get("inputs"), f"{path}: inputs"),
         outputs=_specs(data.get("outputs"), f"{path}: outputs"),
         preprocess=data["preprocess"], postprocess=data.get("postprocess", {}),
-        open_set=data.get("open_set", {}), source=data["source"], license=data["license"], path=path,
+        open_set=data.get("open_set", {}), source=data["source"], license=data["license"],
+        path=path,
     )
 
 

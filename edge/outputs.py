@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from .errors import ConfigError, SourceError
+from .errors import ConfigError, OutputError
 from .mjpeg import MjpegServer
 
 NO_KEY = -1
@@ -47,7 +47,7 @@ class WindowOutput(Output):
             if fullscreen:
                 cv2.setWindowProperty(self.NAME, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
         except cv2.error as exc:
-            raise SourceError(f"{uri}: cannot open a window on DISPLAY="
+            raise OutputError(f"{uri}: cannot open a window on DISPLAY="
                               f"{os.environ['DISPLAY']} ({exc})") from exc
         self._shown = False
 
@@ -99,7 +99,7 @@ class VideoFileOutput(Output):
             self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps,
                                           (frame.shape[1], frame.shape[0]))
             if not self.writer.isOpened():
-                raise SourceError(f"{self.uri}: cannot write a video there")
+                raise OutputError(f"{self.uri}: cannot write a video there")
         self.writer.write(frame)
         return NO_KEY
 

@@ -6,8 +6,8 @@ Rules that keep one path valid for both: tensors by name (``num_io_tensors``,
 ``get_tensor_name``, ``set_tensor_address``, ``set_input_shape``, ``execute_async_v3``; no
 binding indices), ``build_serialized_network`` (no ``build_engine``), memory-pool limits (no
 ``max_workspace_size``), and the EXPLICIT_BATCH flag only where 8.x needs it. Names used
-here are checked against both versions' compiled bindings (tests/test_tensorrt_api_surface.py)
-and typed against the ``tensorrt-stubs`` package (tests/test_code_quality.py).
+here are checked against both versions' compiled bindings and typed against the
+``tensorrt-stubs`` package (tests/test_tensorrt_api.py).
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ def stylize_image(content_rgb: np.ndarray, style_rgb: np.ndarray, steps: int = 3
     dev = pick_device(device)
     torch.manual_seed(seed)
     content = to_tensor(content_rgb, max_side).to(dev)
-    cost = StyleCost(load_loss_network(loss_network).to(dev), to_tensor(style_rgb, style_side).to(dev), weights)
+    cost = StyleCost(load_loss_network(loss_network).to(dev),
+                     to_tensor(style_rgb, style_side).to(dev), weights)
     start = content.clone() if init == "content" else torch.rand_like(content)
     # Optimise in logit space so G stays in 0..1 without clamping the gradient away.
     logits = torch.logit(start.clamp(1e-3, 1 - 1e-3)).requires_grad_(True)

@@ -24,9 +24,8 @@ BUILDER_VERSION = 3
 CALIBRATION_CHANGED = "score calibration changed"
 Progress = Callable[[str], None]
 
-# FaceNet alignment template (x, y in the 160x160 crop), measured by bench/alignment.py:
-# the mean RetinaFace landmarks inside 10%-margin box crops of ../shared/faces/people,
-# scaled 0.9 about the centre. It beat margin crops on ORL (EER 2.3% vs 2.4-8.1%).
+# FaceNet alignment template (x, y in the 160x160 crop): the mean RetinaFace landmarks
+# inside 10%-margin box crops of ../shared/faces/people, scaled 0.9 about the centre. It beat margin crops on ORL (EER 2.3% vs 2.4-8.1%).
 FACENET_TEMPLATE = [[52.1, 66.6], [107.1, 67.0], [78.6, 88.6], [54.4, 106.8], [103.7, 107.2]]
 FACENET_PREPROCESS: Dict[str, Any] = {
     "size": [160, 160],
@@ -238,7 +237,8 @@ def _build(recipe: ModelRecipe, models_dir: Path, version: str, progress: Progre
             raise ModelError(f"{recipe.name}: {exc}; model building needs the export extra "
                              "(pip install 'jetkiosk[export]')") from exc
         except Exception as exc:  # a corrupt source file surfaces as anything
-            raise ModelError(f"{recipe.name}: building from {recipe.package} failed: {exc}") from exc
+            raise ModelError(f"{recipe.name}: building from {recipe.package} failed: {exc}"
+                             ) from exc
         specs = _specs(tmp)
         tmp.chmod(0o644)
         os.replace(tmp, final)

@@ -31,7 +31,8 @@ def to_tensor(rgb: np.ndarray, max_side: Optional[int] = None) -> torch.Tensor:
     if max_side and max(rgb.shape[:2]) > max_side:
         scale = max_side / max(rgb.shape[:2])
         rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().contiguous() / 255.0
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    return tensor.float().contiguous() / 255.0
 
 
 def to_rgb(tensor: torch.Tensor) -> np.ndarray:

@@ -25,6 +25,16 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def broker(tmp_path):
+    """A Mosquitto of the test's own (random port, own configuration and persistence)."""
+    from mosquitto import Mosquitto
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    yield broker
+    broker.stop()
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     from jetkiosk.export.prepare import prepare

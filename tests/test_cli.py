@@ -68,3 +68,21 @@ def test_errors_are_one_line_with_exit_code_2(config, analyzer, shared, capsys):
     assert code == 2 and "no source" in err
     code, _, err = run(capsys, "identify", photo, *common, "--set", "detector.nope=1")
     assert code == 2 and "detector.nope: unknown key" in err
+
+
+def test_each_command_maps_only_its_own_flags_to_configuration_keys(tmp_path):
+    from jetkiosk.edge.cli import _config, build_parser
+
+    def config(*argv):
+        return _config(build_parser().parse_args(list(argv)))
+
+    # calibrate's --source is a list of folders, not the capture loop's source
+    assert config("calibrate", "face-reid-0095", "--source", str(tmp_path)).run.source == ""
+    assert config("enroll", "ann", "--source", "v4l2:///dev/video0").run.source == ""
+    run = config("run", "--source", "file://a.mp4", "--broker", "mqtt://h", "--sink", "mqtt")
+    assert (run.run.source, run.mqtt.broker, run.run.sink) == ("file://a.mp4", "mqtt://h", "mqtt")
+    kiosk = config("kiosk", "--source", "csi://0", "--style", "mosaic", "--broker", "mqtt://h")
+    assert (kiosk.kiosk.source, kiosk.kiosk.style, kiosk.kiosk.mqtt, kiosk.run.source) == (
+        "csi://0", "mosaic", True, "")
+    assert config("stylize-image", "a.jpg", "--style", "x.jpg").kiosk.style != "x.jpg"
+    assert config("gallery", "list", "--models", str(tmp_path)).models.dir == str(tmp_path)

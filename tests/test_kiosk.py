@@ -76,7 +76,8 @@ def test_corrupt_style_model_is_refused_and_the_old_style_stays(tmp_path, catalo
     onnx_file.write_bytes(onnx_file.read_bytes()[:5000])
     local = StyleCatalog([tmp_path])
     stylizer = Stylizer(local, "mosaic", 320)
-    with pytest.raises(ModelError, match=r"style-hubble.onnx: sha256 .*corrupt or replaced; export"):
+    with pytest.raises(ModelError,
+                       match=r"style-hubble.onnx: sha256 .*corrupt or replaced; export"):
         stylizer.set_style("hubble")
     assert stylizer.style == "mosaic"
     assert stylizer(ASTRONAUT).shape == (180, 320, 3)

@@ -9,14 +9,13 @@ import threading
 
 import jsonschema
 import numpy as np
-import pytest
 
 from jetkiosk.edge.config import Config
 from jetkiosk.edge.kiosk_service import KioskService
 from jetkiosk.edge.messages import schema
 from jetkiosk.edge.outputs import Output
 from jetkiosk.edge.style_catalog import BUNDLED
-from mosquitto import Mosquitto, Subscriber
+from mosquitto import Subscriber
 
 PREFIX = "jetkiosk/kiosk1"
 
@@ -33,13 +32,6 @@ class Recorder(Output):
     def show(self, frame):
         self.last, self.frames = frame.copy(), self.frames + 1
         return -1
-
-
-@pytest.fixture
-def broker(tmp_path):
-    broker = Mosquitto(tmp_path / "broker").start()
-    yield broker
-    broker.stop()
 
 
 def kiosk_config(config, broker, still_clip, models):

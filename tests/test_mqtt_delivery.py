@@ -10,8 +10,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 from jetkiosk.edge.config import MqttConfig
 from jetkiosk.edge.mqtt_client import BrokerSettings
 from jetkiosk.edge.mqtt_link import MqttLink
@@ -19,13 +17,6 @@ from jetkiosk.edge.outbox import Outbox
 from mosquitto import Mosquitto, Subscriber
 
 TOPIC = "jetkiosk/test/cam0/faces/events"
-
-
-@pytest.fixture
-def broker(tmp_path):
-    broker = Mosquitto(tmp_path / "broker").start()
-    yield broker
-    broker.stop()
 
 
 def open_link(broker: Mosquitto, outbox_path, client_id: str = "publisher") -> MqttLink:
@@ -44,7 +35,8 @@ def received_ids(subscriber: Subscriber) -> list:
 
 def test_outbox_drains_in_order_when_the_broker_comes_up(tmp_path):
     broker = Mosquitto(tmp_path / "broker")
-    broker.start()  # register a persistent subscriber session, so nothing depends on who connects first
+    # register a persistent subscriber session, so nothing depends on who connects first
+    broker.start()
     Subscriber(broker.port, TOPIC, client_id="dashboard").close()
     broker.stop()  # now the broker is away
     link = open_link(broker, tmp_path / "outbox.db")
@@ -82,7 +74,8 @@ def test_broker_killed_mid_stream_loses_no_event_it_had_not_acknowledged(broker,
         time.sleep(0.002)
     first_kept = min(unacknowledged, default=401)
     assert subscriber.wait(lambda: set(received_ids(subscriber)) >= set(range(first_kept, 1000)),
-                           60), f"missing: {sorted(set(range(1000)) - set(received_ids(subscriber)))}"
+                           60), \
+        f"missing: {sorted(set(range(1000)) - set(received_ids(subscriber)))}"
     lost = set(range(1000)) - set(received_ids(subscriber))
     assert lost <= set(range(first_kept - 64, first_kept)), f"lost {sorted(lost)}"  # 64 in flight
     assert link.connections >= 2  # it really reconnected

@@ -33,13 +33,6 @@ SCHEMA_OF = {"/faces/events": "event", "/state": "person_state", "/faces/count":
 
 
 @pytest.fixture
-def broker(tmp_path):
-    broker = Mosquitto(tmp_path / "broker").start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
 def node_config(config, analyzer, demo_clip, broker, tmp_path):
     _, photos = demo_clip
     gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)

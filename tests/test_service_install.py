@@ -57,7 +57,8 @@ def test_install_is_idempotent_and_uninstall_keeps_the_gallery(root):
     members = {line.split(":")[0]: line.split(":")[3].split(",")
                for line in (root / "etc/group").read_text().splitlines()}
     assert "jetkiosk" in members["video"] and "jetkiosk" in members["render"]
-    for folder, mode, owner in (("var/lib/jetkiosk", 0o750, uid), ("var/cache/jetkiosk", 0o750, uid),
+    for folder, mode, owner in (("var/lib/jetkiosk", 0o750, uid),
+                                ("var/cache/jetkiosk", 0o750, uid),
                                 ("etc/jetkiosk", 0o750, 0)):
         info = (root / folder).stat()
         assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (mode, owner, gid), folder

@@ -126,7 +126,8 @@ def test_training_lowers_the_cost_and_resumes_from_its_checkpoint(tmp_path):
     config = StyleNetConfig(width=8, blocks=1)
     checkpoint = tmp_path / "s.ckpt"
     lines = []
-    cost = StyleCost(load_loss_network(), torch.from_numpy(style).permute(2, 0, 1)[None].float() / 255,
+    cost = StyleCost(load_loss_network(),
+                     torch.from_numpy(style).permute(2, 0, 1)[None].float() / 255,
                      StyleWeights())
     batch = torch.from_numpy(np.stack([c[:96, :96] for c in content])).permute(0, 3, 1, 2)
     batch = batch.float() / 255

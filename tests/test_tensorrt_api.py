@@ -111,6 +111,7 @@ def test_mypy_checks_the_adapter_against_the_tensorrt_stubs(tmp_path):
     # the same check catches a call TensorRT 10 no longer has
     broken = tmp_path / "broken_adapter.py"
     broken.write_text(ADAPTER.read_text().replace(
-        "builder.build_serialized_network(network, config)", "builder.build_engine(network, config)"))
+        "builder.build_serialized_network(network, config)",
+        "builder.build_engine(network, config)"))
     result = mypy(broken)
     assert result.returncode == 1 and '"Builder" has no attribute "build_engine"' in result.stdout
