@@ -25,7 +25,8 @@ CALIBRATION_CHANGED = "score calibration changed"
 Progress = Callable[[str], None]
 
 # FaceNet alignment template (x, y in the 160x160 crop): the mean RetinaFace landmarks
-# inside 10%-margin box crops of ../shared/faces/people, scaled 0.9 about the centre. It beat margin crops on ORL (EER 2.3% vs 2.4-8.1%).
+# inside 10%-margin box crops of ../shared/faces/people, scaled 0.9 about the centre. It
+# beat margin crops on ORL (EER 2.3% vs 2.4-8.1%).
 FACENET_TEMPLATE = [[52.1, 66.6], [107.1, 67.0], [78.6, 88.6], [54.4, 106.8], [103.7, 107.2]]
 FACENET_PREPROCESS: Dict[str, Any] = {
     "size": [160, 160],
