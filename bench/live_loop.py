@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import analyzer, machine
+from common import analyzer, collecting_sink, default_rule, machine
 
 warnings.filterwarnings("ignore")
 
@@ -39,17 +39,6 @@ def make_clip(path: Path) -> int:
     return frames
 
 
-class CountingSink:
-    def __init__(self):
-        self.events = []
-
-    def publish(self, event):
-        self.events.append(event)
-
-    def close(self):
-        pass
-
-
 def run_ours(clip: Path, reembed_every: int):
     from jetkiosk.edge.config import load_config
     from jetkiosk.edge.decisions import Matcher
@@ -59,13 +48,13 @@ def run_ours(clip: Path, reembed_every: int):
     from jetkiosk.edge.sources import open_source
 
     a = analyzer()
-    gallery = Gallery("facenet-casia", a.fingerprint, a.encoder.dim)
+    gallery = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)
     photos = sample_photos()
     for name in ("eileen_collins", "grace_hopper"):
         gallery.add(name, a.analyze(photos[name])[0].encoding[None])
     config = load_config(overrides=[f"tracker.reembed_every={reembed_every}"])
-    sink = CountingSink()
-    loop = CaptureLoop(config, a, Matcher(gallery, 1.0), sink)
+    sink = collecting_sink()
+    loop = CaptureLoop(config, a, Matcher(gallery, default_rule(a)), sink)
     start = time.perf_counter()
     frames = loop.run(open_source(f"file://{clip}"))
     elapsed = time.perf_counter() - start

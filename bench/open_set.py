@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from common import ROOT, analyzer, models_dir
+from common import ROOT, SPEED_FLAGS, analyzer, cpu, models_dir
 from jetkiosk.edge.config import Config, load_config
 from jetkiosk.edge.faces import model_manifest
 from jetkiosk.edge.open_set import ThresholdRule, threshold_rule
@@ -66,29 +66,12 @@ MEASURED_FPIR = (1e-3, 1e-2)
 IMPOSTOR_PAIRS = 20_000
 FAR = 1e-3
 SPEED_PHOTOS = 30
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx")
 SUBJECT_RATIOS = (1.2, 1.5, 2.0, 3.0)  # 1.2: looser than the alternatives, to show the edge
 SUBJECT_OFFSETS = (0.05, 0.15, 0.25, 0.35)
 Row = Dict[str, float]
 
 
 # ---------------------------------------------------------------- machine
-
-def cpu() -> Tuple[str, List[str]]:
-    """The CPU model and its flags, from /proc/cpuinfo."""
-    model, flags = platform.processor() or "unknown", []
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return model, flags
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            model = value.strip()
-        elif key.strip() == "flags":
-            return model, value.split()
-    return model, flags
-
 
 def header() -> Dict[str, Any]:
     import onnxruntime
