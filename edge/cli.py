@@ -15,7 +15,7 @@ from jetkiosk.export import encoder_commands
 
 from . import service_commands
 from .config import Config, load_config
-from .errors import GalleryError, ImageError, JetkioskError
+from .errors import GalleryError, ImageError, JetkioskError, missing_extra
 from .log_format import setup_logging
 
 log = logging.getLogger("jetkiosk")
@@ -559,8 +559,7 @@ def _gatys(args: argparse.Namespace, content_bgr: Any) -> Any:
         from jetkiosk.export.gatys import stylize_image
         from jetkiosk.export.style_images import builtin_styles, read_rgb
     except ImportError as exc:
-        raise JetkioskError(f"stylize-image --method gatys needs the export extra "
-                            f"(pip install 'jetkiosk[export]'): {exc}") from None
+        raise missing_extra("stylize-image --method gatys", "export", exc) from None
     styles = builtin_styles()
     if args.style in styles:
         style = styles[args.style][0]
@@ -606,8 +605,7 @@ def _train_style(argv: List[str]) -> int:
     try:
         from jetkiosk.export.style_train import main as train_main
     except ImportError as exc:
-        raise JetkioskError(f"styles train needs the export extra "
-                            f"(pip install 'jetkiosk[export]'): {exc}") from None
+        raise missing_extra("styles train", "export", exc) from None
     return train_main(argv)
 
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .config import Config
-from .errors import JetkioskError
+from .errors import JetkioskError, missing_extra
 
 SIZE = (1280, 720)
 FPS = 25
@@ -29,8 +29,7 @@ def sample_photos() -> Dict[str, np.ndarray]:
         import matplotlib.cbook
         from skimage import data
     except ImportError as exc:
-        raise JetkioskError(f"the demo needs scikit-image and matplotlib "
-                            f"(pip install 'jetkiosk[demo]'): {exc}") from exc
+        raise missing_extra("the demo (scikit-image and matplotlib)", "demo", exc) from exc
     hopper = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
     return {
         "eileen_collins": cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR),

@@ -12,7 +12,7 @@ import socket
 import threading
 from typing import Any, Optional
 
-from .errors import JetkioskError
+from .errors import JetkioskError, missing_extra
 from .mqtt_client import BrokerSettings
 
 
@@ -32,8 +32,8 @@ class EmbeddedBroker:
         try:
             from amqtt.broker import Broker
         except ImportError as exc:
-            raise JetkioskError("no MQTT broker answers and the embedded one needs amqtt "
-                                f"(pip install 'jetkiosk[demo]' on Python 3.10+): {exc}") from exc
+            raise missing_extra("no MQTT broker answers, and the embedded one (amqtt, Python "
+                                "3.10+)", "demo", exc) from exc
         self.loop = asyncio.new_event_loop()
         self.broker = Broker({
             "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},

@@ -1,5 +1,9 @@
 """Errors a user can act on; each message says what was wrong and where."""
 
+from __future__ import annotations
+
+from typing import Type
+
 
 class JetkioskError(Exception):
     """Base class: the CLI prints these as one line and exits non-zero."""
@@ -31,3 +35,10 @@ class OutputError(JetkioskError):
 
 class StyleError(JetkioskError):
     """A style is unknown, or a frame size its network cannot take."""
+
+
+def missing_extra(what: str, extra: str, detail: object = "",
+                  kind: Type[JetkioskError] = JetkioskError) -> JetkioskError:
+    """The one message for an optional dependency that is not installed."""
+    return kind(f"{what} needs the {extra} extra (pip install 'jetkiosk[{extra}]')"
+                + (f": {detail}" if detail else ""))

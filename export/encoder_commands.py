@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from jetkiosk.edge.config import Config
-from jetkiosk.edge.errors import ConfigError, GalleryError, JetkioskError
+from jetkiosk.edge.errors import ConfigError, GalleryError, missing_extra
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
@@ -143,8 +143,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
         from .encoder_train import EncoderTrainSettings, LabelledCrops, train_encoder
         from .small_resnet import SmallResNetConfig
     except ImportError as exc:
-        raise JetkioskError(f"encoder train needs the export extra "
-                            f"(pip install 'jetkiosk[export]'): {exc}") from None
+        raise missing_extra("encoder train", "export", exc) from None
     from .augment import Augmenter, AugmentSettings, pca_basis
 
     base = None  # the preprocessing the alignment template comes from (None: FaceNet's)
@@ -215,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
     try:
         plot(report, genuine, impostor, args.report, manifest.name, score)
     except ImportError as exc:
-        raise JetkioskError(f"the ROC plots need matplotlib (pip install 'jetkiosk[export]'): "
+        raise missing_extra("the ROC plots (matplotlib)", "export",
                             f"{exc}; the figures are in {args.report / 'report.json'}") from None
     print(report.summary())
     if args.write_threshold:

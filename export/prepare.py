@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from jetkiosk.edge.errors import JetkioskError, ModelError
+from jetkiosk.edge.errors import JetkioskError, ModelError, missing_extra
 from jetkiosk.edge.manifest import Manifest, TensorSpec, load_manifest, manifest_path, sha256_file
 
 from . import retinaface
@@ -235,8 +235,8 @@ def _build(recipe: ModelRecipe, models_dir: Path, version: str, progress: Progre
         except JetkioskError:
             raise
         except ImportError as exc:
-            raise ModelError(f"{recipe.name}: {exc}; model building needs the export extra "
-                             "(pip install 'jetkiosk[export]')") from exc
+            raise missing_extra(f"{recipe.name}: model building", "export", exc,
+                                ModelError) from exc
         except Exception as exc:  # a corrupt source file surfaces as anything
             raise ModelError(f"{recipe.name}: building from {recipe.package} failed: {exc}"
                              ) from exc

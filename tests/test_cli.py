@@ -86,3 +86,17 @@ def test_each_command_maps_only_its_own_flags_to_configuration_keys(tmp_path):
         "csi://0", "mosaic", True, "")
     assert config("stylize-image", "a.jpg", "--style", "x.jpg").kiosk.style != "x.jpg"
     assert config("gallery", "list", "--models", str(tmp_path)).models.dir == str(tmp_path)
+
+
+def test_a_missing_extra_is_named_with_its_install_command(tmp_path, monkeypatch, capsys):
+    import sys
+
+    photo = tmp_path / "a.png"
+    import cv2
+
+    cv2.imwrite(str(photo), np.zeros((64, 64, 3), np.uint8))
+    monkeypatch.setitem(sys.modules, "jetkiosk.export.gatys", None)  # as without torch
+    assert main(["stylize-image", str(photo), "--style", "starry_night"]) == 2
+    err = capsys.readouterr().err
+    assert "stylize-image --method gatys needs the export extra " \
+           "(pip install 'jetkiosk[export]')" in err
