@@ -487,14 +487,13 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     from .listen import describe, listen
-
-    prefix = config.mqtt.prefix.replace("{node}", config.mqtt.node or "+").strip("/")
+    from .topics import every_node
 
     def emit(topic: str, payload: Any, retained: bool) -> None:
         record = {"topic": topic, "retained": retained, "payload": payload}
         _emit(args, record, describe(topic, payload))
 
-    listen(config.mqtt, args.topic or f"{prefix}/#", emit, args.count, args.timeout,
+    listen(config.mqtt, args.topic or every_node(config.mqtt), emit, args.count, args.timeout,
            args.session)
     return 0
 

@@ -93,6 +93,7 @@ def run_demo(workdir: Path, config: Config) -> int:
     from .node import Node
     from .open_set import threshold_rule
     from .sources import open_source
+    from .topics import every_node
 
     workdir.mkdir(parents=True, exist_ok=True)
     for key, value in (("models", "dir"), ("gallery", "path"), ("mqtt", "outbox")):
@@ -123,20 +124,20 @@ def run_demo(workdir: Path, config: Config) -> int:
     else:
         embedded = EmbeddedBroker(settings.host, settings.port)
         log(f"no MQTT broker at {settings.address}: started an embedded one (amqtt) there")
-    prefix = config.mqtt.prefix.replace("{node}", config.mqtt.node)
+    everything = every_node(config.mqtt)
     stop = threading.Event()
 
     def emit(topic: str, payload: Any, retained: bool) -> None:
         print(f"mqtt> {describe(topic, payload)}", flush=True)
 
-    listener = threading.Thread(target=listen, args=(config.mqtt, f"{prefix}/#", emit),
+    listener = threading.Thread(target=listen, args=(config.mqtt, everything, emit),
                                 kwargs={"stop": stop}, daemon=True)
     listener.start()
     try:
         node = Node(config, analyzer,
                     lambda: Matcher(gallery, threshold_rule(config.gallery,
                                                             analyzer.encoder_manifest))).start()
-        log(f"running the node on file://{clip.resolve()}; a subscriber prints {prefix}/#")
+        log(f"running the node on file://{clip.resolve()}; a subscriber prints {everything}")
         frames = node.run(open_source(f"file://{clip.resolve()}"))
         log(f"{frames} frames processed")
     finally:

@@ -26,6 +26,16 @@ def check_level(value: str, key: str) -> str:
     return value
 
 
+def _prefix(config: MqttConfig, node: str) -> str:
+    return config.prefix.replace("{node}", node).strip("/")
+
+
+def every_node(config: MqttConfig) -> str:
+    """The filter for everything nodes publish under ``mqtt.prefix``: one node's when
+    ``mqtt.node`` is set, else every node's (``+`` in place of the node)."""
+    return f"{_prefix(config, config.node or '+')}/#"
+
+
 @dataclass(frozen=True)
 class Topics:
     prefix: str
@@ -34,7 +44,7 @@ class Topics:
     @classmethod
     def from_config(cls, config: MqttConfig) -> Topics:
         node = check_level(config.node or slug(socket.gethostname()), "mqtt.node")
-        prefix = config.prefix.replace("{node}", node).strip("/")
+        prefix = _prefix(config, node)
         if not prefix or any(c in prefix for c in "+#\0") or "//" in prefix:
             raise ConfigError(f"mqtt.prefix: {config.prefix!r} is not a valid topic prefix")
         return cls(prefix, node)

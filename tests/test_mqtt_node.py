@@ -262,3 +262,13 @@ def test_gallery_reject_of_a_recent_event_through_the_cli(node_config, analyzer,
         node.loop.shutdown()
         runner.join(60)
         watcher.close()
+
+
+def test_one_rule_names_the_prefix_for_nodes_and_listeners():
+    from jetkiosk.edge.config import MqttConfig
+    from jetkiosk.edge.topics import Topics, every_node
+
+    config = MqttConfig()
+    assert every_node(config) == "jetkiosk/+/#"  # a listener hears every node
+    config.node = "kiosk1"
+    assert every_node(config) == f"{Topics.from_config(config).prefix}/#" == "jetkiosk/kiosk1/#"
