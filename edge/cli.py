@@ -501,9 +501,10 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
 def cmd_kiosk(args: argparse.Namespace, config: Config) -> int:
     from .kiosk import KEYS_HELP
     from .kiosk_service import KioskService
+    from .outputs import output_uris
 
     service = KioskService(config)
-    if any(uri.strip().startswith("display:") for uri in config.kiosk.output.split(",")):
+    if any(uri.startswith("display:") for uri in output_uris(config.kiosk.output)):
         print(f"keys: {KEYS_HELP}", file=sys.stderr)
     for output in service.kiosk.outputs:
         if output.uri.startswith("http:"):

@@ -24,7 +24,7 @@ from .metrics import LoopCollector, MetricsServer
 from .node import Node
 from .reconnect import ReconnectingSource
 from .reload import Reloader
-from .sinks import open_sink
+from .sinks import open_sink, sink_uris
 from .sources import LIVE_SCHEMES, Source, open_source
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def serve(config: Config, analyzer: FaceAnalyzer, load_matcher: Callable[[], Mat
     """Run until the source ends or a signal stops it: 0, or 1 when a live source was given
     up (``run.retries``) so that systemd restarts the service."""
     node: Optional[Node] = None
-    if "mqtt" in (part.strip() for part in config.run.sink.split(",")):
+    if "mqtt" in sink_uris(config.run.sink):
         node = Node(config, analyzer, load_matcher)
         loop = node.loop
     else:

@@ -129,11 +129,16 @@ def open_output(uri: str, fullscreen: bool = True, jpeg_quality: int = 80) -> Ou
                       "http://0.0.0.0:8080/, file://out.mp4)")
 
 
+def output_uris(spec: str) -> List[str]:
+    """The outputs named in ``kiosk.output`` (comma-separated)."""
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
 def open_outputs(spec: str, fullscreen: bool = True, jpeg_quality: int = 80) -> List[Output]:
     """Comma-separated output URIs; all of them are opened or none."""
     outputs: List[Output] = []
     try:
-        for uri in (part.strip() for part in spec.split(",") if part.strip()):
+        for uri in output_uris(spec):
             outputs.append(open_output(uri, fullscreen, jpeg_quality))
     except Exception:
         for output in outputs:

@@ -40,14 +40,14 @@ def add_parsers(sub: argparse._SubParsersAction,
 def check(config: Config) -> None:
     """What loading alone cannot see: URIs, topics, broker settings, file paths."""
     from .mqtt_client import BrokerSettings
+    from .sinks import sink_uris
     from .sources import check_uri
     from .topics import Topics
 
     for key, uri in (("run.source", config.run.source), ("kiosk.source", config.kiosk.source)):
         if uri:
             check_uri(uri, key)
-    sinks = [part.strip() for part in config.run.sink.split(",")]
-    if "mqtt" in sinks or config.kiosk.mqtt:
+    if "mqtt" in sink_uris(config.run.sink) or config.kiosk.mqtt:
         Topics.from_config(config.mqtt)
         BrokerSettings.from_config(config.mqtt)
     if config.metrics.listen:

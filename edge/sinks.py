@@ -64,12 +64,17 @@ def _jsonl(target: str) -> Sink:
     return JsonLinesSink(open(target, "a", encoding="utf-8"), owned=True)
 
 
+def sink_uris(spec: str) -> List[str]:
+    """The sinks named in ``run.sink`` (comma-separated)."""
+    return [part.strip() for part in spec.split(",")]
+
+
 def open_sink(spec: str, factories: Optional[Dict[str, Callable[[], Sink]]] = None) -> Sink:
     """``jsonl:-`` (stdout), ``jsonl:/path/file.jsonl`` (append), or a named sink such as
     ``mqtt`` from ``factories``; several separated by commas."""
     factories = factories or {}
     sinks = []
-    for uri in (part.strip() for part in spec.split(",")):
+    for uri in sink_uris(spec):
         scheme, _, target = uri.partition(":")
         if scheme == "jsonl" and target:
             sinks.append(_jsonl(target))
