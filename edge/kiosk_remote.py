@@ -17,8 +17,7 @@ from .errors import JetkioskError
 from .events import SCHEMA_VERSION
 from .kiosk import Kiosk
 from .messages import encode
-from .mqtt_client import BrokerSettings
-from .mqtt_link import MqttLink
+from .mqtt_link import link_from_config
 from .outbox import Outbox
 from .topics import Topics
 
@@ -28,10 +27,8 @@ class KioskRemote:
         self.kiosk = kiosk
         self.styles = styles
         self.topics = Topics.from_config(config.mqtt)
-        client_id = (config.mqtt.client_id or f"jetkiosk-{self.topics.node}") + "-kiosk"
-        self.link = MqttLink(BrokerSettings.from_config(config.mqtt), client_id,
-                             Outbox(Path(":memory:")), self.topics.kiosk_availability,
-                             (config.mqtt.reconnect_min, config.mqtt.reconnect_max))
+        self.link = link_from_config(config.mqtt, self.topics, Outbox(Path(":memory:")),
+                                     self.topics.kiosk_availability, role="kiosk")
         self.commands = CommandRouter(self.link, self.topics, config.mqtt.max_command_bytes)
         self.commands.register("style", "set", self._set)
         kiosk.listeners.append(lambda name: self.publish_state())

@@ -31,6 +31,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from .config import MqttConfig
 from .mqtt_client import (
     BrokerSettings,
     MqttError,
@@ -41,6 +42,7 @@ from .mqtt_client import (
     make_client,
 )
 from .outbox import Outbox
+from .topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -357,3 +359,13 @@ def reply_properties(message: mqtt.MQTTMessage) -> Tuple[Optional[str], Optional
     if correlation is not None:
         out.CorrelationData = correlation
     return topic, out
+
+
+def link_from_config(config: MqttConfig, topics: Topics, outbox: Outbox, availability: str,
+                     role: str = "") -> MqttLink:
+    """The broker connection from ``[mqtt]``: its settings, the client id
+    (``mqtt.client_id``, default ``jetkiosk-<node>``; ``-<role>`` appended for a second
+    connection of the same node, such as the kiosk's), the reconnect backoff."""
+    client_id = (config.client_id or f"jetkiosk-{topics.node}") + (f"-{role}" if role else "")
+    return MqttLink(BrokerSettings.from_config(config), client_id, outbox, availability,
+                    (config.reconnect_min, config.reconnect_max))

@@ -18,8 +18,7 @@ from .faces import FaceAnalyzer
 from .gallery import load_gallery
 from .loop import RECENT_DECISIONS, CaptureLoop
 from .messages import encode
-from .mqtt_client import BrokerSettings
-from .mqtt_link import OFFLINE, ONLINE, MqttLink
+from .mqtt_link import OFFLINE, ONLINE, link_from_config
 from .mqtt_sink import MqttSink
 from .outbox import Outbox
 from .sinks import open_sink
@@ -28,14 +27,6 @@ from .telemetry import Telemetry
 from .topics import Topics, check_level
 
 log = logging.getLogger(__name__)
-
-
-def open_link(config: Config, topics: Topics) -> MqttLink:
-    """The broker connection with its outbox, from ``[mqtt]``."""
-    settings = BrokerSettings.from_config(config.mqtt)
-    outbox = Outbox(config.outbox_path, config.mqtt.outbox_capacity)
-    return MqttLink(settings, config.mqtt.client_id or f"jetkiosk-{topics.node}", outbox,
-                    topics.availability, (config.mqtt.reconnect_min, config.mqtt.reconnect_max))
 
 
 def _version() -> str:
@@ -54,7 +45,9 @@ class Node:
         self.load_matcher = load_matcher
         self.camera = check_level(config.run.camera, "run.camera")
         self.topics = Topics.from_config(config.mqtt)
-        self.link = open_link(config, self.topics)
+        self.link = link_from_config(config.mqtt, self.topics,
+                                     Outbox(config.outbox_path, config.mqtt.outbox_capacity),
+                                     self.topics.availability)
         self.mqtt_sink = MqttSink(self.link, self.topics, config.mqtt.face_crops,
                                   config.mqtt.presence_refresh, config.mqtt.flush_timeout)
         matcher = load_matcher()
