@@ -16,8 +16,6 @@ history and the best state.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from jetkiosk.edge.encoder import encoder_blob
 from jetkiosk.edge.errors import JetkioskError
 
 from .augment import Augmenter
+from .checkpoint import load_checkpoint, save_checkpoint
 from .encoder_nets import EncoderNet, set_train_mode
 from .style_train import pick_device
 from .triplet_loss import TripletLoss
@@ -155,13 +154,9 @@ def train_encoder(net: EncoderNet, data: LabelledCrops, preprocess: Dict[str, An
     result = TrainResult(net)
     best_state: Optional[Dict[str, torch.Tensor]] = None
     start = 0
-    if checkpoint.is_file():
-        state = torch.load(str(checkpoint), map_location=dev, weights_only=False)
-        if state["spec"] != net.spec or state["frozen"] != net.frozen:
-            raise JetkioskError(f"{checkpoint}: made for {state['spec']} with {state['frozen']} "
-                                f"frozen units; remove it to start again")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    identity = {"spec": net.spec, "frozen": net.frozen}
+    state = load_checkpoint(checkpoint, net, optimizer, identity, dev)
+    if state is not None:
         sampler.rng.bit_generator.state = state["sampler"]
         view_rng.bit_generator.state = state["views"]
         augment.rng.bit_generator.state = state["augment"]
@@ -207,7 +202,7 @@ def train_encoder(net: EncoderNet, data: LabelledCrops, preprocess: Dict[str, An
         if val is not None and (step + 1) % settings.eval_every == 0:
             validate(step + 1)
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-            _save(checkpoint, net, optimizer, step + 1, {
+            save_checkpoint(checkpoint, net, optimizer, step + 1, identity, {
                 "sampler": sampler.rng.bit_generator.state,
                 "views": view_rng.bit_generator.state, "augment": augment.rng.bit_generator.state,
                 "best_state": best_state, "history": result.history,
@@ -224,10 +219,3 @@ def train_encoder(net: EncoderNet, data: LabelledCrops, preprocess: Dict[str, An
     return result
 
 
-def _save(path: Path, net: EncoderNet, optimizer, step: int, extra: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "spec": net.spec, "frozen": net.frozen, **extra}, tmp)
-    os.replace(tmp, path)

@@ -20,6 +20,7 @@ import torch
 from jetkiosk.edge.errors import JetkioskError
 from jetkiosk.edge.manifest import Manifest, TensorSpec, manifest_path, sha256_file
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .loss_network import load_loss_network
 from .style_loss import StyleCost, StyleWeights
 from .style_network import StyleNet, StyleNetConfig
@@ -107,13 +108,9 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sampler = CropSampler(content, settings.crop, settings.seed)
     start = 0
-    if checkpoint.is_file():
-        state = torch.load(str(checkpoint), map_location=dev, weights_only=False)
-        if state["net_config"] != net_config.as_dict():
-            raise JetkioskError(f"{checkpoint}: trained with {state['net_config']}, "
-                                f"not {net_config.as_dict()}; remove it to start again")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    identity = {"net_config": net_config.as_dict()}
+    state = load_checkpoint(checkpoint, model, optimizer, identity, dev)
+    if state is not None:
         sampler.rng.setstate(state["sampler"])
         start = state["step"]
         log(f"resumed {checkpoint} at step {start}")
@@ -140,22 +137,11 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
         if step % 50 == 0:
             bar.set_postfix({k: f"{v.item():.3g}" for k, v in losses.items() if k != "total"})
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-            _save(checkpoint, model, optimizer, sampler, step + 1, net_config, weights,
-                  settings)
+            save_checkpoint(checkpoint, model, optimizer, step + 1, identity, {
+                "sampler": sampler.rng.getstate(), "weights": weights.as_dict(),
+                "settings": settings.__dict__})
     log(f"{settings.steps - start} steps in {time.monotonic() - began:.0f}s on {dev}")
     return model.cpu().eval()
-
-
-def _save(path: Path, model, optimizer, sampler: CropSampler, step: int,
-          net_config: StyleNetConfig, weights: StyleWeights, settings: TrainSettings) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "sampler": sampler.rng.getstate(), "step": step,
-                "net_config": net_config.as_dict(), "weights": weights.as_dict(),
-                "settings": settings.__dict__}, tmp)
-    os.replace(tmp, path)
 
 
 def export_style(model: StyleNet, models_dir: Path, name: str, source: Dict[str, Any],

@@ -141,16 +141,16 @@ def test_training_resumes_where_it_stopped(orl, tmp_path, monkeypatch):
                              log=lambda _: None).net
 
     straight = run(tmp_path / "a.ckpt")
-    save = encoder_train._save
+    save = encoder_train.save_checkpoint
 
-    def killed_after_first_checkpoint(path, net, optimizer, step, extra):
-        save(path, net, optimizer, step, extra)
+    def killed_after_first_checkpoint(*args):
+        save(*args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(encoder_train, "_save", killed_after_first_checkpoint)
+    monkeypatch.setattr(encoder_train, "save_checkpoint", killed_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b.ckpt")
-    monkeypatch.setattr(encoder_train, "_save", save)
+    monkeypatch.setattr(encoder_train, "save_checkpoint", save)
     assert torch.load(str(tmp_path / "b.ckpt"), weights_only=False)["step"] == 10
     shutil.copyfile(tmp_path / "b.ckpt", tmp_path / "b-at-10.ckpt")
     resumed = run(tmp_path / "b.ckpt")
