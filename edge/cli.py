@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from jetkiosk.calibration import commands as int8_commands
-from jetkiosk.export import encoder_commands
+from jetkiosk.export import encoder_commands, style_commands
 
 from . import service_commands
 from .config import Config, load_config
@@ -135,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     styles = sub.add_parser("styles", help="list styles; train a new one")
     styles_sub = styles.add_subparsers(dest="action", required=True)
     _common(styles_sub.add_parser("list", help="styles the kiosk can show"))
-    # `styles train ARGS` goes to export/style_train.py's own parser (main() hands it over).
-    styles_sub.add_parser("train", help="train a style network (export extra): styles train "
-                          "--style painting.jpg --name mine [...]; styles train --help")
+    train_style = styles_sub.add_parser("train", help="train a style network (export extra)")
+    style_commands.add_train_arguments(train_style)
+    _common(train_style)
 
     still = sub.add_parser("stylize-image", help="stylize one image: Gatys optimisation "
                            "(slow, best) or a style network")
@@ -515,6 +515,8 @@ def cmd_kiosk(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_styles(args: argparse.Namespace, config: Config) -> int:
+    if args.action == "train":
+        return style_commands.train(args)
     from .manifest import load_manifest
     from .style_catalog import BUNDLED, StyleCatalog
 
@@ -600,22 +602,11 @@ COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery, "verify": cmd_verify,
             **encoder_commands.COMMANDS, **service_commands.COMMANDS}
 
 
-def _train_style(argv: List[str]) -> int:
-    """`styles train ARGS`: the export side's own parser takes every argument."""
-    try:
-        from jetkiosk.export.style_train import main as train_main
-    except ImportError as exc:
-        raise missing_extra("styles train", "export", exc) from None
-    return train_main(argv)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
     setup_logging("info" if verbose else "warning", "auto")
     try:
-        if argv[:2] == ["styles", "train"]:
-            return _train_style(argv[2:])
         args = build_parser().parse_args(argv)
         config = _config(args)
         verbose_level = "info" if verbose and config.log.level != "debug" else None

