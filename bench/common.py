@@ -68,11 +68,16 @@ def cpu() -> Tuple[str, List[str]]:
     return model, flags
 
 
+def speed_flags(flags: List[str]) -> Dict[str, bool]:
+    """Which of ``SPEED_FLAGS`` the CPU has (any ``amx_*`` counts as amx)."""
+    return {f: any(x == f or (f == "amx" and x.startswith("amx")) for x in flags)
+            for f in SPEED_FLAGS}
+
+
 def machine() -> str:
     """CPU model, cores, architecture and the flags that decide speed (for bench headers)."""
     model, flags = cpu()
-    present = [f for f in SPEED_FLAGS
-               if any(x == f or (f == "amx" and x.startswith("amx")) for x in flags)]
+    present = [f for f, has in speed_flags(flags).items() if has]
     return (f"{model}, {os.cpu_count()} cores ({os.uname().machine}; "
             f"{' '.join(present) or 'no avx2/avx512/amx'})")
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from common import ROOT, SPEED_FLAGS, analyzer, cpu, models_dir
+from common import ROOT, analyzer, cpu, models_dir, speed_flags
 from jetkiosk.edge.config import Config, load_config
 from jetkiosk.edge.faces import model_manifest
 from jetkiosk.edge.open_set import ThresholdRule, threshold_rule
@@ -77,8 +77,7 @@ def header() -> Dict[str, Any]:
     import onnxruntime
 
     model, flags = cpu()
-    present = {f: any(x == f or (f == "amx" and x.startswith("amx")) for x in flags)
-               for f in SPEED_FLAGS}
+    present = speed_flags(flags)
     info = {"cpu": model, "flags": present, "cores": os.cpu_count(),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
             "numpy": np.__version__}

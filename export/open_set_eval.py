@@ -134,13 +134,20 @@ def encode_subjects(photos: PhotoFaces, align: Callable[[np.ndarray, Detection],
 ALIAS_QUANTILE = 0.25  # impostor pairs closer than this share of genuine pairs are aliases
 
 
+def _identities(faces: OpenSetFaces) -> np.ndarray:
+    """Labels with every stranger an identity of their own."""
+    labels = faces.labels.copy()
+    strangers = labels == STRANGER
+    labels[strangers] = labels.max() + 1 + np.arange(strangers.sum())
+    return labels
+
+
 def merge_aliases(faces: OpenSetFaces) -> Tuple[OpenSetFaces, List[Tuple[str, str]]]:
     """One person under two names (LFW has a few) is label noise, not a false accept: two
     identities with a pair of photos closer than all but ``ALIAS_QUANTILE`` of genuine pairs
     become one. Returns the relabelled faces and the photo pairs that merged them."""
-    labels = faces.labels.copy()
-    strangers = labels == STRANGER
-    labels[strangers] = labels.max() + 1 + np.arange(strangers.sum())
+    labels = _identities(faces)
+    strangers = faces.labels == STRANGER
     limit = float(np.quantile(distance_pairs(faces)["genuine"], ALIAS_QUANTILE))
     dist = 2.0 - 2.0 * faces.encodings @ faces.encodings.T
     close = np.argwhere(np.triu(dist < limit, 1) & (labels[:, None] != labels[None, :]))
@@ -173,14 +180,6 @@ def distance_pairs(faces: OpenSetFaces) -> Dict[str, np.ndarray]:
 K_GRID = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
 FPIR_LEVELS = np.round(np.arange(-4.0, -0.95, 0.1), 2)  # log10 FPIR from 1e-4 to 1e-1
 TAU_GRID = np.round(np.arange(0.3, 2.0, 0.0025), 4)
-
-
-def _identities(faces: OpenSetFaces) -> np.ndarray:
-    """Labels with every stranger an identity of their own."""
-    labels = faces.labels.copy()
-    strangers = labels == STRANGER
-    labels[strangers] = labels.max() + 1 + np.arange(strangers.sum())
-    return labels
 
 
 def _templates(faces: OpenSetFaces, labels: np.ndarray, photos: int

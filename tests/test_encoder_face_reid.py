@@ -8,7 +8,6 @@ skip where they are absent and fail in CI.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from test_cli import run
 from jetkiosk.edge.config import load_config
 from jetkiosk.edge.manifest import load_manifest
 from jetkiosk.export.encoder_export import export_encoder, training_preprocess
-from jetkiosk.export.encoder_nets import FACE_REID_IR, build_net, face_reid_net
+from jetkiosk.export.encoder_nets import build_net, face_reid_net
 from jetkiosk.export.prepare import FACE_REID_PREPROCESS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,19 +28,8 @@ SHIPPED = ROOT / "edge" / "encoders" / "face-reid-0095.onnx"
 PEOPLE = ["Abdullah", "Adam_Sandler", "Al_Gore", "Al_Pacino"]  # lfw-calib, 3-4 photos each
 
 
-def _need(path: Path) -> Path:
-    """``path`` under ../shared: skipped when absent, a failure in CI."""
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing in CI")
-        pytest.skip(f"{path} not present")
-    return path
-
-
 @pytest.fixture(scope="module")
-def net():
-    _need(FACE_REID_IR)
-    _need(FACE_REID_IR.with_suffix(".bin"))
+def net(shared):  # face_reid_net reads the IR in ../shared
     return face_reid_net().eval()
 
 
@@ -111,7 +99,6 @@ def test_export_is_a_new_encoder_fed_like_face_reid(net, tmp_path):
 def tiny(shared, models_dir, tmp_path):
     """Four lfw-calib people copied into tmp_path, and a models folder with the detector and
     face-reid-0095."""
-    _need(FACE_REID_IR)
     people = tmp_path / "people"
     for name in PEOPLE:
         shutil.copytree(shared / "faces/lfw-calib/people" / name, people / name)
