@@ -23,8 +23,8 @@ def models_dir() -> Path:
 
 
 def analyzer(*overrides: str):
-    from jetkiosk.edge.config import load_config
-    from jetkiosk.edge.faces import FaceAnalyzer
+    from jetkiosk.edge.core.config import load_config
+    from jetkiosk.edge.faces.analyzer import FaceAnalyzer
 
     return FaceAnalyzer(load_config(overrides=[f"models.dir={models_dir()}", *overrides]))
 
@@ -84,7 +84,7 @@ def machine() -> str:
 
 def collecting_sink():
     """A sink of the runtime's interface that keeps every event in ``.events``."""
-    from jetkiosk.edge.sinks import Sink
+    from jetkiosk.edge.node.sinks import Sink
 
     class CollectingSink(Sink):
         def __init__(self) -> None:
@@ -98,7 +98,7 @@ def collecting_sink():
 
 def default_rule(a):
     """The shipped threshold rule for analyzer ``a``'s encoder."""
-    from jetkiosk.edge.config import load_config
-    from jetkiosk.edge.open_set import threshold_rule
+    from jetkiosk.edge.core.config import load_config
+    from jetkiosk.edge.faces.open_set import threshold_rule
 
     return threshold_rule(load_config().gallery, a.encoder_manifest)

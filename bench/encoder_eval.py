@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore")
 
 
 def orl_images():
-    from jetkiosk.edge.images import load_image
+    from jetkiosk.edge.core.images import load_image
 
     images, owners = [], []
     for s in range(1, 41):
@@ -35,7 +35,7 @@ def orl_images():
 
 
 def encode_all(a, images, detections, align=None, flip=False):
-    from jetkiosk.edge.align import Aligner
+    from jetkiosk.edge.faces.align import Aligner
 
     pre = dict(a.encoder_manifest.preprocess)
     if align is not None:
@@ -50,7 +50,7 @@ def encode_all(a, images, detections, align=None, flip=False):
 
 
 def people_sets(a):
-    from jetkiosk.edge.images import load_image
+    from jetkiosk.edge.core.images import load_image
 
     gallery, probes = people()
     images, owners = [], []

@@ -31,8 +31,8 @@ HELD_OUT = [f"s{i}" for i in range(31, 41)]
 
 
 def runtime_encodings(manifest, folder) -> np.ndarray:
-    from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.encoder import FaceEncoder
+    from jetkiosk.edge.faces.encoder import FaceEncoder
+    from jetkiosk.edge.runtime.backend import load_backend
 
     encoder = FaceEncoder(load_backend("onnxruntime", manifest))
     return encoder.encode(list(folder.align(manifest.preprocess)))

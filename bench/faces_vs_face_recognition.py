@@ -11,15 +11,15 @@ import warnings
 import numpy as np
 
 from common import analyzer, default_rule, machine, median_seconds, people
-from jetkiosk.edge.config import load_config
+from jetkiosk.edge.core.config import load_config
 
 warnings.filterwarnings("ignore")
 
 
 def ours(gallery, probes):
-    from jetkiosk.edge.decisions import Matcher
-    from jetkiosk.edge.gallery import Gallery
-    from jetkiosk.edge.images import load_image
+    from jetkiosk.edge.core.images import load_image
+    from jetkiosk.edge.faces.decisions import Matcher
+    from jetkiosk.edge.faces.gallery import Gallery
 
     a = analyzer()
     g = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)

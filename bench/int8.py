@@ -27,10 +27,10 @@ from jetkiosk.calibration.accuracy_gate import make_int8
 from jetkiosk.calibration.calib_set import build_set
 from jetkiosk.calibration.commands import find_manifest
 from jetkiosk.calibration.model_kinds import capture, comparison
-from jetkiosk.edge import demo
-from jetkiosk.edge.backend_onnxruntime import OnnxRuntimeBackend
-from jetkiosk.edge.config import load_config
-from jetkiosk.edge.manifest import Manifest, load_manifest, variant_path
+from jetkiosk.edge.cli import demo
+from jetkiosk.edge.core.config import load_config
+from jetkiosk.edge.runtime.manifest import Manifest, load_manifest, variant_path
+from jetkiosk.edge.runtime.onnx_runtime import OnnxRuntimeBackend
 from jetkiosk.export.prepare import prepare
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "faces"

@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore")
 
 
 def make_clip(path: Path) -> int:
-    from jetkiosk.edge.demo import SIZE, _paste, sample_photos
+    from jetkiosk.edge.cli.demo import SIZE, _paste, sample_photos
 
     photos = sample_photos()
     order = ["eileen_collins", "grace_hopper", "stranger"]
@@ -40,12 +40,12 @@ def make_clip(path: Path) -> int:
 
 
 def run_ours(clip: Path, reembed_every: int):
-    from jetkiosk.edge.config import load_config
-    from jetkiosk.edge.decisions import Matcher
-    from jetkiosk.edge.demo import sample_photos
-    from jetkiosk.edge.gallery import Gallery
-    from jetkiosk.edge.loop import CaptureLoop
-    from jetkiosk.edge.sources import open_source
+    from jetkiosk.edge.capture.sources import open_source
+    from jetkiosk.edge.cli.demo import sample_photos
+    from jetkiosk.edge.core.config import load_config
+    from jetkiosk.edge.faces.decisions import Matcher
+    from jetkiosk.edge.faces.gallery import Gallery
+    from jetkiosk.edge.node.loop import CaptureLoop
 
     a = analyzer()
     gallery = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)

@@ -38,10 +38,10 @@ kind, port, outbox, start, count, pace = sys.argv[1:7]
 port, start, count, pace = int(port), int(start), int(count), float(pace)
 topic = "bench/cam0/faces/events"
 if kind == "jetkiosk":
-    from jetkiosk.edge.config import MqttConfig
-    from jetkiosk.edge.mqtt_client import BrokerSettings
-    from jetkiosk.edge.mqtt_link import MqttLink
-    from jetkiosk.edge.outbox import Outbox
+    from jetkiosk.edge.core.config import MqttConfig
+    from jetkiosk.edge.mqtt.client import BrokerSettings
+    from jetkiosk.edge.mqtt.link import MqttLink
+    from jetkiosk.edge.mqtt.outbox import Outbox
     link = MqttLink(BrokerSettings.from_config(MqttConfig(broker=f"mqtt://127.0.0.1:{port}",
                     keepalive=5)), "bench-pub", Outbox(outbox), "bench/availability",
                     reconnect=(0.1, 1.0)).start()

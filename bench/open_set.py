@@ -15,7 +15,7 @@ aliases merged first; the protocol of ``jetkiosk.export.open_set_eval``), it mea
 - TPIR at a measured FPIR of 1e-3 and 1e-2, 1:1 TAR at FAR 1e-3 (all genuine pairs, 20,000
   random impostor pairs), and seconds per photo for detect + embed;
 - DET (K=100) and ROC curves as PNG, and every figure in ``open_set.json`` under ``--out``;
-- with ``--subject``: how often ``jetkiosk.edge.subject`` names a subject in photos with several
+- with ``--subject``: how often ``edge/faces/subject.py`` names a subject in photos with several
   faces and how often that is not the known subject (the centre face), for a grid of constants.
 
 Run: python bench/open_set.py [--quick] [--subject] [--out DIR] [--data DIR] [--cache DIR]
@@ -42,9 +42,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from common import ROOT, analyzer, cpu, models_dir, speed_flags
-from jetkiosk.edge.config import Config, load_config
-from jetkiosk.edge.faces import model_manifest
-from jetkiosk.edge.open_set import ThresholdRule, threshold_rule
+from jetkiosk.edge.core.config import Config, load_config
+from jetkiosk.edge.faces.analyzer import model_manifest
+from jetkiosk.edge.faces.open_set import ThresholdRule, threshold_rule
 from jetkiosk.export.open_set_eval import (
     STRANGER,
     OpenSetFaces,
@@ -169,8 +169,8 @@ def encoder_faces(source: Source, encoder: str) -> OpenSetFaces:
 
 def photo_faces(source: Source) -> PhotoFaces:
     """Every detected face of every photo (the detections cache, or detected now)."""
-    from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.faces import configured_detector
+    from jetkiosk.edge.faces.analyzer import configured_detector
+    from jetkiosk.edge.runtime.backend import load_backend
     from jetkiosk.export.open_set_eval import detect_photos
 
     cached = source.cached(REID)[0]
@@ -541,7 +541,7 @@ def plot_roc(results: Dict[str, Dict[str, Any]], path: Path) -> None:
 
 def speed(source: Source, fr: Any) -> Dict[str, float]:
     """Median seconds per photo for detect + embed, engines run in turn on each photo."""
-    from jetkiosk.edge.images import load_image
+    from jetkiosk.edge.core.images import load_image
 
     names = [f for f in source.files() if f.startswith("people/")]
     picked = np.random.default_rng(0).choice(names, min(SPEED_PHOTOS, len(names)), replace=False)
@@ -569,7 +569,7 @@ def speed(source: Source, fr: Any) -> Dict[str, float]:
 
 def offsets() -> List[Any]:
     """The centre offsets to try, in the form ``subject`` takes (one share, or x and y)."""
-    from jetkiosk.edge import subject as rule
+    from jetkiosk.edge.faces import subject as rule
 
     shipped = rule.MAX_CENTRE_OFFSET
     if isinstance(shipped, (int, float)):
@@ -580,7 +580,7 @@ def offsets() -> List[Any]:
 def subject_grid(photos: PhotoFaces) -> Dict[str, Any]:
     """For photos with several faces: how many each (ratio, offset) accepts, and how many of
     those it gives to a face other than the centre face (the known subject)."""
-    from jetkiosk.edge import subject as rule
+    from jetkiosk.edge.faces import subject as rule
 
     several = [i for i, f in enumerate(photos.faces) if len(f) > 1]
     shipped = (rule.MIN_AREA_RATIO, rule.MAX_CENTRE_OFFSET)

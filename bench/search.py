@@ -21,7 +21,7 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from jetkiosk.edge.search import TemplateIndex
+    from jetkiosk.edge.faces.search import TemplateIndex
 
     rng = np.random.default_rng(0)
     basis = rng.normal(size=(64, 512))

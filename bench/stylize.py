@@ -66,9 +66,9 @@ def peer():
 def speed(frames720: List[np.ndarray], count: int) -> Dict[str, Dict[str, float]]:
     import onnxruntime as ort
 
-    from jetkiosk.edge.flicker import FlickerFilter
-    from jetkiosk.edge.style_catalog import BUNDLED, StyleCatalog
-    from jetkiosk.edge.stylizer import Stylizer
+    from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
+    from jetkiosk.edge.kiosk.flicker import FlickerFilter
+    from jetkiosk.edge.kiosk.stylizer import Stylizer
 
     catalog = StyleCatalog([BUNDLED])
     model = catalog.get("starry_night")
@@ -108,7 +108,7 @@ def quality(side: int, gatys_steps: int) -> Dict[str, Dict[str, Dict[str, float]
     import torch
     from skimage import data
 
-    from jetkiosk.edge.style_catalog import BUNDLED, StyleCatalog
+    from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
     from jetkiosk.export.gatys import stylize_image
     from jetkiosk.export.loss_network import load_loss_network
     from jetkiosk.export.style_images import builtin_styles, to_tensor
@@ -156,9 +156,9 @@ def consecutive_mad(outputs: List[np.ndarray]) -> float:
 def flicker(frames: int) -> Dict[str, Dict[str, float]]:
     from skimage import data
 
-    from jetkiosk.edge.flicker import FlickerFilter
-    from jetkiosk.edge.style_catalog import BUNDLED, StyleCatalog
-    from jetkiosk.edge.stylizer import Stylizer
+    from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
+    from jetkiosk.edge.kiosk.flicker import FlickerFilter
+    from jetkiosk.edge.kiosk.stylizer import Stylizer
 
     scene = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (640, 360))
     rng = np.random.default_rng(0)

@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from jetkiosk.calibration.engine_build import models_to_build
-from jetkiosk.edge.backend import load_backend
-from jetkiosk.edge.config import load_config
-from jetkiosk.edge.manifest import Manifest, load_manifest
+from jetkiosk.calibration.commands import models_to_build
+from jetkiosk.edge.core.config import load_config
+from jetkiosk.edge.runtime.backend import load_backend
+from jetkiosk.edge.runtime.manifest import Manifest, load_manifest
 
 
 def example_feeds(manifest: Manifest) -> dict:

@@ -16,11 +16,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from jetkiosk.edge.backend_onnxruntime import OnnxRuntimeBackend
-from jetkiosk.edge.manifest import Manifest, sha256_file, variant_path
-
-from .model_kinds import Comparison
-from .quantize import QuantizeSpec, producers, quantize
+from jetkiosk.calibration.model_kinds import Comparison
+from jetkiosk.calibration.quantize import QuantizeSpec, producers, quantize
+from jetkiosk.edge.runtime.manifest import Manifest, sha256_file, variant_path
+from jetkiosk.edge.runtime.onnx_runtime import OnnxRuntimeBackend
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def sensitivity(fp32_path: Path, qdq_path: Path, samples: Sequence[Dict[str, np.
         modify_model_output_intermediate_tensors,
     )
 
-    from .quantize import _Reader
+    from jetkiosk.calibration.quantize import _Reader
 
     made = producers(fp32_path)
     order = list(dict.fromkeys(made.values()))

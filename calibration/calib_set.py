@@ -20,9 +20,9 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 import cv2
 import numpy as np
 
-from jetkiosk.edge.backend import Backend
-from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.images import IMAGE_SUFFIXES, load_photo
+from jetkiosk.edge.core.errors import ModelError
+from jetkiosk.edge.core.images import IMAGE_SUFFIXES, load_photo
+from jetkiosk.edge.runtime.backend import Backend
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 
@@ -126,6 +126,7 @@ class CalibrationSet:
     model: str
     samples: List[Dict[str, np.ndarray]]
     info: Dict[str, object]
+    source: Optional[Path] = None  # the file it was loaded from
 
     def save(self, path: Path) -> None:
         """``path``.npz with the arrays and ``path``.json with the manifest."""
@@ -159,7 +160,8 @@ def load_set(path: Path) -> CalibrationSet:
         raise ModelError(f"{path}: calibration set missing ({exc.filename})") from None
     except (ValueError, OSError, KeyError) as exc:
         raise ModelError(f"{path}: calibration set unreadable ({exc})") from exc
-    return CalibrationSet(str(info.get("model", "?")), [grouped[k] for k in sorted(grouped)], info)
+    return CalibrationSet(str(info.get("model", "?")), [grouped[k] for k in sorted(grouped)], info,
+                          path)
 
 
 def build_set(model: str, capture: Capture, sources: Sequence[Path], count: int, seed: int,

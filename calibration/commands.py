@@ -6,11 +6,11 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from jetkiosk.edge.config import Config, data_dir
-from jetkiosk.edge.errors import ConfigError, ModelError
-from jetkiosk.edge.manifest import Manifest, load_manifest, manifest_path
+from jetkiosk.edge.core.config import Config, data_dir
+from jetkiosk.edge.core.errors import ConfigError, ModelError
+from jetkiosk.edge.runtime.manifest import Manifest, load_manifest, manifest_path
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
@@ -65,7 +65,7 @@ def _size(text: Optional[str]) -> Optional[Tuple[int, int]]:
 def find_manifest(config: Config, name: str) -> Path:
     """A face model in the models directory, or a style (bundled ones copied there first,
     so their quantized variants live beside a writable copy)."""
-    from jetkiosk.edge.style_catalog import BUNDLED, StyleCatalog
+    from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
 
     direct = manifest_path(config.models_dir, name)
     if direct.is_file():
@@ -90,8 +90,8 @@ def _progress(done: int, total: int) -> None:
 
 
 def _record(args: argparse.Namespace, config: Config, manifest: Manifest):
-    from .calib_set import build_set
-    from .model_kinds import capture
+    from jetkiosk.calibration.calib_set import build_set
+    from jetkiosk.calibration.model_kinds import capture
 
     if not args.source:
         raise ConfigError("--source: give at least one image folder or video")
@@ -110,9 +110,9 @@ def cmd_calibrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace, config: Config) -> int:
-    from .accuracy_gate import make_int8
-    from .calib_set import load_set
-    from .model_kinds import comparison
+    from jetkiosk.calibration.accuracy_gate import make_int8
+    from jetkiosk.calibration.calib_set import load_set
+    from jetkiosk.calibration.model_kinds import comparison
 
     manifest = load_manifest(find_manifest(config, args.model))
     data = load_set(args.calib_set) if args.calib_set else _record(args, config, manifest)
@@ -129,23 +129,40 @@ def cmd_quantize(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_build(args: argparse.Namespace, config: Config) -> int:
-    from jetkiosk.edge.backend import resolve
+    from jetkiosk.edge.runtime.backend import resolve
+    from jetkiosk.edge.runtime.tensorrt.build import ensure_engine
 
-    from .engine_build import ensure_engine, models_to_build
+    from .calib_set import load_set
 
     if resolve(config.models.backend) != "tensorrt":  # jetkiosk-build.service on a PC
         print(f"models.backend {config.models.backend} is ONNX Runtime here: no engines to "
               "build", file=sys.stderr)
         return 0
+    data = load_set(args.calibration_set) if args.calibration_set else None
     built: Dict[str, str] = {}
     for manifest in models_to_build(config, list(args.names)):
         path = ensure_engine(manifest, config, force=args.force,
-                             calibration_set=args.calibration_set,
+                             calibration=data,
                              progress=lambda text: print(text, file=sys.stderr, flush=True))
         built[manifest.name] = str(path)
     for name, engine in built.items():
         print(f"{name}: {engine}")
     return 0
+
+
+def models_to_build(config: Config, names: List[str]) -> List[Manifest]:
+    """The manifests ``jetkiosk build`` covers: detector, encoder and every style (or ``names``)."""
+    from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
+    from jetkiosk.edge.runtime.manifest import load_precision
+
+    catalog = StyleCatalog([config.models_dir, BUNDLED])
+    wanted = names or [config.models.detector, config.models.encoder] + catalog.names
+    manifests = []
+    for name in wanted:
+        path = catalog.paths[name] if name in catalog.paths else \
+            manifest_path(config.models_dir, name)
+        manifests.append(load_precision(path, config.models.precision, "tensorrt"))
+    return manifests
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace, Config], int]] = {

@@ -10,21 +10,20 @@ from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
-from jetkiosk.edge.backend import Backend, load_backend
-from jetkiosk.edge.config import Config
-from jetkiosk.edge.decisions import Matcher
-from jetkiosk.edge.detection import Detection
-from jetkiosk.edge.encoder import FaceEncoder
-from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.faces import FaceAnalyzer, configured_detector
-from jetkiosk.edge.gallery import Gallery
-from jetkiosk.edge.manifest import Manifest
-from jetkiosk.edge.open_set import ThresholdRule, threshold_rule
-from jetkiosk.edge.style_catalog import StyleCatalog
-from jetkiosk.edge.style_model import StyleModel
-from jetkiosk.edge.stylizer import Stylizer
-
-from .calib_set import Capture, Item, RecordingBackend, candidates, frame
+from jetkiosk.calibration.calib_set import Capture, Item, RecordingBackend, candidates, frame
+from jetkiosk.edge.core.config import Config
+from jetkiosk.edge.core.errors import ModelError
+from jetkiosk.edge.faces.analyzer import FaceAnalyzer, configured_detector
+from jetkiosk.edge.faces.decisions import Matcher
+from jetkiosk.edge.faces.detection import Detection
+from jetkiosk.edge.faces.encoder import FaceEncoder
+from jetkiosk.edge.faces.gallery import Gallery
+from jetkiosk.edge.faces.open_set import ThresholdRule, threshold_rule
+from jetkiosk.edge.kiosk.catalog import StyleCatalog
+from jetkiosk.edge.kiosk.model import StyleModel
+from jetkiosk.edge.kiosk.stylizer import Stylizer
+from jetkiosk.edge.runtime.backend import Backend, load_backend
+from jetkiosk.edge.runtime.manifest import Manifest
 
 
 def _lenient(config: Config) -> Config:

@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import onnx
 
-from jetkiosk.edge.errors import ModelError
+from jetkiosk.edge.core.errors import ModelError
 
 FORMS = ("int8", "int8-cpu")
 TRT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]

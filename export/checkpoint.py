@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from jetkiosk.edge.errors import JetkioskError
+from jetkiosk.edge.core.errors import JetkioskError
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

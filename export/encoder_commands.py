@@ -12,8 +12,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from jetkiosk.edge.config import Config
-from jetkiosk.edge.errors import ConfigError, GalleryError, missing_extra
+from jetkiosk.edge.core.config import Config
+from jetkiosk.edge.core.errors import ConfigError, GalleryError, missing_extra
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
@@ -109,10 +109,9 @@ def _progress(done: int, total: int) -> None:
 
 def _faces(args: argparse.Namespace, config: Config):
     """The data folder's faces, found by the runtime's detector."""
-    from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.faces import configured_detector, model_manifest
-
-    from .face_folder import detect_face_folder
+    from jetkiosk.edge.faces.analyzer import configured_detector, model_manifest
+    from jetkiosk.edge.runtime.backend import load_backend
+    from jetkiosk.export.face_folder import detect_face_folder
 
     manifest = model_manifest(config, config.models.detector, "face-detector")
     detector = configured_detector(config, load_backend(config.models.backend, manifest,
@@ -126,9 +125,9 @@ def _faces(args: argparse.Namespace, config: Config):
 
 def _encodings(config: Config, name: Optional[str], folder) -> Tuple[np.ndarray, object]:
     """Runtime encodings (the ONNX model through the configured backend) of every face."""
-    from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.encoder import FaceEncoder
-    from jetkiosk.edge.faces import model_manifest
+    from jetkiosk.edge.faces.analyzer import model_manifest
+    from jetkiosk.edge.faces.encoder import FaceEncoder
+    from jetkiosk.edge.runtime.backend import load_backend
 
     manifest = model_manifest(config, name or config.models.encoder, "face-encoder")
     encoder = FaceEncoder(load_backend(config.models.backend, manifest, config),
@@ -138,20 +137,20 @@ def _encodings(config: Config, name: Optional[str], folder) -> Tuple[np.ndarray,
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
     try:
-        from .encoder_export import export_encoder, training_preprocess
-        from .encoder_nets import face_reid_net, facenet_net, small_net
-        from .encoder_train import EncoderTrainSettings, LabelledCrops, train_encoder
-        from .small_resnet import SmallResNetConfig
+        from jetkiosk.export.encoder_export import export_encoder, training_preprocess
+        from jetkiosk.export.encoder_nets import face_reid_net, facenet_net, small_net
+        from jetkiosk.export.encoder_train import EncoderTrainSettings, LabelledCrops, train_encoder
+        from jetkiosk.export.small_resnet import SmallResNetConfig
     except ImportError as exc:
         raise missing_extra("encoder train", "export", exc) from None
-    from .augment import Augmenter, AugmentSettings, pca_basis
+    from jetkiosk.export.augment import Augmenter, AugmentSettings, pca_basis
 
     base = None  # the preprocessing the alignment template comes from (None: FaceNet's)
     if args.backbone == "facenet":
         net = facenet_net(args.embedding)
         size, lr = 160, args.lr or 1e-4
     elif args.backbone == "face-reid":
-        from .prepare import RECIPES
+        from jetkiosk.export.prepare import RECIPES
 
         net = face_reid_net(args.embedding)
         base = next(r.preprocess for r in RECIPES if r.name == "face-reid-0095")
@@ -198,7 +197,12 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
-    from .verification_eval import plot, squared_l2, verification_report, write_report
+    from jetkiosk.export.verification_eval import (
+        plot,
+        squared_l2,
+        verification_report,
+        write_report,
+    )
 
     folder = _faces(args, config)
     encodings, manifest = _encodings(config, args.encoder, folder)
@@ -230,8 +234,8 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
 def cmd_head(args: argparse.Namespace, config: Config) -> int:
     import json
 
-    from .head_train import train_head
-    from .verification_eval import verification_report
+    from jetkiosk.export.head_train import train_head
+    from jetkiosk.export.verification_eval import verification_report
 
     folder = _faces(args, config)
     encodings, manifest = _encodings(config, args.encoder, folder)
@@ -263,7 +267,7 @@ def _set_default(gallery, threshold: float, head: bool) -> None:
 def _read_head(path: Path, manifest):
     import json
 
-    from jetkiosk.edge.verification_head import VerificationHead
+    from jetkiosk.edge.faces.verification_head import VerificationHead
 
     try:
         data = json.loads(Path(path).read_text())
@@ -277,7 +281,7 @@ def _read_head(path: Path, manifest):
 
 
 def _update_gallery(config: Config, manifest, change: Callable) -> None:
-    from jetkiosk.edge.gallery import load_gallery
+    from jetkiosk.edge.faces.gallery import load_gallery
 
     gallery = load_gallery(config.gallery_path, manifest.fingerprint,
                            manifest.legacy_fingerprint)
@@ -297,9 +301,8 @@ def cmd_calibrate(args: argparse.Namespace, config: Config) -> int:
     where the threshold rule reads them (the manifest's ``open_set``)."""
     import json
 
-    from jetkiosk.edge.faces import model_manifest
-
-    from .open_set_eval import runtime_faces, score_calibration
+    from jetkiosk.edge.faces.analyzer import model_manifest
+    from jetkiosk.export.open_set_eval import runtime_faces, score_calibration
 
     name = args.encoder or config.models.encoder
     manifest = model_manifest(config, name, "face-encoder")

@@ -24,15 +24,14 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from jetkiosk.edge.encoder import encoder_blob
-from jetkiosk.edge.errors import JetkioskError
-
-from .augment import Augmenter
-from .checkpoint import load_checkpoint, save_checkpoint
-from .encoder_nets import EncoderNet, set_train_mode
-from .style_train import pick_device
-from .triplet_loss import TripletLoss
-from .verification_eval import squared_l2, verification_report
+from jetkiosk.edge.core.errors import JetkioskError
+from jetkiosk.edge.faces.encoder import encoder_blob
+from jetkiosk.export.augment import Augmenter
+from jetkiosk.export.checkpoint import load_checkpoint, save_checkpoint
+from jetkiosk.export.encoder_nets import EncoderNet, set_train_mode
+from jetkiosk.export.style_train import pick_device
+from jetkiosk.export.triplet_loss import TripletLoss
+from jetkiosk.export.verification_eval import squared_l2, verification_report
 
 COLLAPSED = 1e-3  # mean negative distance under which the embeddings have collapsed
 

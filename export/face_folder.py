@@ -18,11 +18,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from jetkiosk.edge.align import Aligner
-from jetkiosk.edge.detection import Detection
-from jetkiosk.edge.detector import FaceDetector
-from jetkiosk.edge.errors import ImageError, JetkioskError
-from jetkiosk.edge.images import IMAGE_SUFFIXES, load_photo
+from jetkiosk.edge.core.errors import ImageError, JetkioskError
+from jetkiosk.edge.core.images import IMAGE_SUFFIXES, load_photo
+from jetkiosk.edge.faces.align import Aligner
+from jetkiosk.edge.faces.detection import Detection
+from jetkiosk.edge.faces.detector import FaceDetector
 
 log = logging.getLogger(__name__)
 

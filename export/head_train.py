@@ -12,9 +12,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from jetkiosk.edge.verification_head import KINDS, VerificationHead, pair_features
-
-from .verification_eval import pairs
+from jetkiosk.edge.faces.verification_head import KINDS, VerificationHead, pair_features
+from jetkiosk.export.verification_eval import pairs
 
 
 def train_head(encodings: np.ndarray, labels: np.ndarray, kind: str, fingerprint: str,

@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from jetkiosk.edge.errors import ModelError, missing_extra
+from jetkiosk.edge.core.errors import ModelError, missing_extra
 
 # convolutions per block; conv names follow Keras: block1_conv1 ...
 DEPTHS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}

@@ -21,10 +21,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jetkiosk.edge.detection import Detection
-from jetkiosk.edge.detector import FaceDetector
-from jetkiosk.edge.errors import ImageError, JetkioskError
-from jetkiosk.edge.images import IMAGE_SUFFIXES, load_photo
+from jetkiosk.edge.core.errors import ImageError, JetkioskError
+from jetkiosk.edge.core.images import IMAGE_SUFFIXES, load_photo
+from jetkiosk.edge.faces.detection import Detection
+from jetkiosk.edge.faces.detector import FaceDetector
 
 log = logging.getLogger(__name__)
 STRANGER = -1
@@ -233,7 +233,7 @@ def _tau_at(taus: np.ndarray, rate: np.ndarray, level: float) -> Optional[float]
 def rate_curve(impostor: np.ndarray, step: float = 0.05) -> Dict[str, Any]:
     """The false-accept rate of sorted impostor distances on a grid of log10 rates (measured
     where at least ``MIN_TAIL_PAIRS`` pairs lie below), with a log-linear tail fitted on the
-    lowest ``TAIL_DECADES`` measured decades (``jetkiosk.edge.open_set.RateCurve``)."""
+    lowest ``TAIL_DECADES`` measured decades (``jetkiosk.edge.faces.open_set.RateCurve``)."""
     n = len(impostor)
     if n < 100 * MIN_TAIL_PAIRS:
         raise JetkioskError(f"too few impostor pairs to calibrate ({n})")
@@ -270,7 +270,7 @@ def template_families(faces: OpenSetFaces, taus: np.ndarray, most: int = 4
 
 def score_calibration(faces: OpenSetFaces, encoder: str, fingerprint: str, dataset: str
                       ) -> Dict[str, Any]:
-    """The ``open_set`` manifest entry that ``jetkiosk.edge.open_set`` reads: the impostor
+    """The ``open_set`` manifest entry that ``jetkiosk.edge.faces.open_set`` reads: the impostor
     false-accept rate per comparison (``rate_curve``), the genuine accept rate on the same
     thresholds, the measured open-set curves FPIR(K, tau) (``open_set_curves``), and both
     again for templates of several photos (``template_families``)."""
@@ -374,10 +374,10 @@ def runtime_faces(config: Any, root: Path, encoder: str, cache: Optional[Path] =
     """``root``'s subjects encoded by the runtime's ``encoder`` (through the configured
     backend). With ``cache``, detections and encodings are kept there, keyed by the
     detector's and the encoder's fingerprints, and reused."""
-    from jetkiosk.edge.align import Aligner
-    from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.encoder import FaceEncoder
-    from jetkiosk.edge.faces import configured_detector, model_manifest
+    from jetkiosk.edge.faces.align import Aligner
+    from jetkiosk.edge.faces.analyzer import configured_detector, model_manifest
+    from jetkiosk.edge.faces.encoder import FaceEncoder
+    from jetkiosk.edge.runtime.backend import load_backend
 
     det_manifest = model_manifest(config, config.models.detector, "face-detector")
     manifest = model_manifest(config, encoder, "face-encoder")

@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.manifest import sha256_file
+from jetkiosk.edge.core.errors import ModelError
+from jetkiosk.edge.runtime.manifest import sha256_file
 
 CONVERTER_VERSION = 1
 PRODUCER_NAME = "jetkiosk.export.openvino_ir"

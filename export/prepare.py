@@ -15,10 +15,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from jetkiosk.edge.errors import JetkioskError, ModelError, missing_extra
-from jetkiosk.edge.manifest import Manifest, TensorSpec, load_manifest, manifest_path, sha256_file
-
-from . import retinaface
+from jetkiosk.edge.core.errors import JetkioskError, ModelError, missing_extra
+from jetkiosk.edge.runtime.manifest import (
+    Manifest,
+    TensorSpec,
+    load_manifest,
+    manifest_path,
+    sha256_file,
+)
+from jetkiosk.export import retinaface
 
 BUILDER_VERSION = 3
 CALIBRATION_CHANGED = "score calibration changed"
@@ -50,7 +55,7 @@ FACE_REID_PREPROCESS: Dict[str, Any] = {
         [40.39, 59.08], [87.38, 58.86], [64.03, 81.98], [44.73, 105.56], [83.64, 105.38]]},
 }
 # Converted encoders and their score calibrations ship with jetkiosk.
-BUNDLED = Path(__file__).resolve().parents[1] / "edge" / "encoders"
+BUNDLED = Path(__file__).resolve().parents[1] / "edge" / "faces" / "encoders"
 
 
 @dataclass
@@ -83,8 +88,8 @@ def facenet_graph() -> Path:
 
 
 def _build_facenet(out: Path, progress: Progress) -> None:
-    from .facenet import export_onnx, load_facenet
-    from .tf_graph import FrozenGraph
+    from jetkiosk.export.facenet import export_onnx, load_facenet
+    from jetkiosk.export.tf_graph import FrozenGraph
 
     graph_path = facenet_graph()
     progress(f"  reading {graph_path}")
@@ -104,7 +109,7 @@ def _build_face_reid(out: Path, progress: Progress) -> None:
 
 
 def _face_reid_weights() -> str:
-    from .openvino_ir import SOURCE_SHA256
+    from jetkiosk.export.openvino_ir import SOURCE_SHA256
 
     return SOURCE_SHA256["face-reidentification-retail-0095.bin"]
 
@@ -132,7 +137,7 @@ RECIPES: List[ModelRecipe] = [
         name="face-reid-0095", task="face-encoder", package="jetkiosk", version="0.1.0",
         license="Apache-2.0",
         upstream="Open Model Zoo face-reidentification-retail-0095 (256-d, 128x128); licence "
-                 "and notice of changes in jetkiosk/edge/encoders/",
+                 "and notice of changes in jetkiosk/edge/faces/encoders/",
         build=_build_face_reid, preprocess=FACE_REID_PREPROCESS, postprocess={},
         weights=_face_reid_weights, converter="jetkiosk.export.openvino_ir/1",
     ),

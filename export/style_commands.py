@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jetkiosk.edge.errors import missing_extra
+from jetkiosk.edge.core.errors import missing_extra
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> int:
     try:
-        from .style_train import run
+        from jetkiosk.export.style_train import run
     except ImportError as exc:
         raise missing_extra("styles train", "export", exc) from None
     return run(args)

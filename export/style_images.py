@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from jetkiosk.edge.errors import ImageError
+from jetkiosk.edge.core.errors import ImageError
 
 OPENCV_SAMPLES = Path("/usr/share/doc/opencv-doc/examples/data")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

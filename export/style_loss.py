@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 import torch
 
-from .loss_network import VGG
+from jetkiosk.export.loss_network import VGG
 
 
 @dataclass

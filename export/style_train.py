@@ -17,13 +17,12 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from jetkiosk.edge.errors import JetkioskError
-from jetkiosk.edge.manifest import Manifest, TensorSpec, manifest_path, sha256_file
-
-from .checkpoint import load_checkpoint, save_checkpoint
-from .loss_network import load_loss_network
-from .style_loss import StyleCost, StyleWeights
-from .style_network import StyleNet, StyleNetConfig
+from jetkiosk.edge.core.errors import JetkioskError
+from jetkiosk.edge.runtime.manifest import Manifest, TensorSpec, manifest_path, sha256_file
+from jetkiosk.export.checkpoint import load_checkpoint, save_checkpoint
+from jetkiosk.export.loss_network import load_loss_network
+from jetkiosk.export.style_loss import StyleCost, StyleWeights
+from jetkiosk.export.style_network import StyleNet, StyleNetConfig
 
 STYLE_PREPROCESS = {"color": "RGB", "layout": "NCHW", "range": [0.0, 1.0],
                     "multiple_of": 4}
@@ -98,7 +97,7 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
     """
     from tqdm import tqdm
 
-    from .style_images import to_tensor
+    from jetkiosk.export.style_images import to_tensor
 
     net_config, weights = net_config or StyleNetConfig(), weights or StyleWeights()
     settings = settings or TrainSettings()
@@ -184,7 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``python -m jetkiosk.export.style_train --style S.png --name N [--content DIR]``."""
     import argparse
 
-    from .style_commands import add_train_arguments
+    from jetkiosk.export.style_commands import add_train_arguments
 
     parser = argparse.ArgumentParser(prog="jetkiosk styles train",
                                      description="train a style network, export ONNX")
@@ -196,7 +195,13 @@ def run(args: Any) -> int:
     """Train with the parsed ``styles train`` arguments and export the style."""
     import cv2
 
-    from .style_images import default_content, folder_images, read_rgb, to_rgb, to_tensor
+    from jetkiosk.export.style_images import (
+        default_content,
+        folder_images,
+        read_rgb,
+        to_rgb,
+        to_tensor,
+    )
 
     content = folder_images(args.content) if args.content else default_content()
     net_config = _given(StyleNetConfig, width=args.width, blocks=args.blocks)

@@ -11,7 +11,7 @@ from typing import Dict
 
 import numpy as np
 
-from jetkiosk.edge.errors import ModelError
+from jetkiosk.edge.core.errors import ModelError
 
 # TensorFlow DataType enum values we meet in frozen inference graphs.
 _DTYPES = {1: np.float32, 3: np.int32, 9: np.int64}

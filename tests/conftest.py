@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from jetkiosk.edge.config import Config, load_config
+from jetkiosk.edge.core.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -52,7 +52,7 @@ def config(models_dir, tmp_path) -> Config:
 
 @pytest.fixture(scope="session")
 def analyzer(models_dir):
-    from jetkiosk.edge.faces import FaceAnalyzer
+    from jetkiosk.edge.faces.analyzer import FaceAnalyzer
 
     return FaceAnalyzer(load_config(overrides=[f"models.dir={models_dir}"]))
 
@@ -60,8 +60,8 @@ def analyzer(models_dir):
 @pytest.fixture(scope="session")
 def people_gallery(analyzer, shared):
     """The five people of ../shared/faces/people/gallery, enrolled from their photos."""
-    from jetkiosk.edge.gallery import Gallery
-    from jetkiosk.edge.images import load_image
+    from jetkiosk.edge.core.images import load_image
+    from jetkiosk.edge.faces.gallery import Gallery
 
     gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
     for person in sorted((shared / "faces/people/gallery").iterdir()):
@@ -75,7 +75,7 @@ def people_gallery(analyzer, shared):
 @pytest.fixture(scope="session")
 def demo_clip(tmp_path_factory):
     """The demo's 720p clip (Eileen, Grace, then a stranger beside Eileen) and its photos."""
-    from jetkiosk.edge import demo
+    from jetkiosk.edge.cli import demo
 
     path = tmp_path_factory.mktemp("clip") / "demo.mp4"
     photos = demo.sample_photos()

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from jetkiosk.edge.cli import main
-from jetkiosk.edge.errors import ImageError, ModelError
-from jetkiosk.edge.faces import FaceAnalyzer
-from jetkiosk.edge.images import load_image
+from jetkiosk.edge.cli.main import main
+from jetkiosk.edge.core.errors import ImageError, ModelError
+from jetkiosk.edge.core.images import load_image
+from jetkiosk.edge.faces.analyzer import FaceAnalyzer
 
 
 def test_corrupt_image(tmp_path):
@@ -34,7 +34,7 @@ def test_tiny_image(tmp_path):
 
 def test_four_channel_png_and_greyscale_are_converted_and_identified(
         analyzer, people_gallery, shared, tmp_path):
-    from jetkiosk.edge.decisions import Matcher
+    from jetkiosk.edge.faces.decisions import Matcher
 
     matcher = Matcher(people_gallery, 1.0)
     rgba = shared / "faces/people/probes/obama_rgba_32bit.png"

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from jetkiosk.edge.cli import main
-from jetkiosk.edge.gallery import Gallery
+from jetkiosk.edge.cli.main import main
+from jetkiosk.edge.faces.gallery import Gallery
 
 
 def run(capsys, *argv):
@@ -71,10 +71,11 @@ def test_errors_are_one_line_with_exit_code_2(config, analyzer, shared, capsys):
 
 
 def test_each_command_maps_only_its_own_flags_to_configuration_keys(tmp_path):
-    from jetkiosk.edge.cli import _config, build_parser
+    from jetkiosk.edge.cli.common import config_from_args
+    from jetkiosk.edge.cli.main import build_parser
 
     def config(*argv):
-        return _config(build_parser().parse_args(list(argv)))
+        return config_from_args(build_parser().parse_args(list(argv)))
 
     # calibrate's --source is a list of folders, not the capture loop's source
     assert config("calibrate", "face-reid-0095", "--source", str(tmp_path)).run.source == ""

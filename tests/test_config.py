@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from jetkiosk.edge.cli import main
-from jetkiosk.edge.config import Config, load_config, settings
-from jetkiosk.edge.config_toml import template, toml_value
-from jetkiosk.edge.errors import ConfigError
+from jetkiosk.edge.cli.main import main
+from jetkiosk.edge.core.config import Config, load_config, settings
+from jetkiosk.edge.core.config_toml import template, toml_value
+from jetkiosk.edge.core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -3,7 +3,7 @@ events flow over MQTT to the listener it prints."""
 
 from __future__ import annotations
 
-from jetkiosk.edge.cli import main
+from jetkiosk.edge.cli.main import main
 from mosquitto import free_port
 
 

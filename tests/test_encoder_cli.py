@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 from test_cli import run
 
-from jetkiosk.edge.gallery import load_gallery
-from jetkiosk.edge.manifest import load_manifest
+from jetkiosk.edge.faces.gallery import load_gallery
+from jetkiosk.edge.runtime.manifest import load_manifest
 
 HELD_OUT = ",".join(f"s{i}" for i in range(31, 41))
 TRAIN = ",".join(f"s{i}" for i in range(1, 31))

@@ -17,14 +17,14 @@ import pytest
 import torch
 from test_cli import run
 
-from jetkiosk.edge.config import load_config
-from jetkiosk.edge.manifest import load_manifest
+from jetkiosk.edge.core.config import load_config
+from jetkiosk.edge.runtime.manifest import load_manifest
 from jetkiosk.export.encoder_export import export_encoder, training_preprocess
 from jetkiosk.export.encoder_nets import build_net, face_reid_net
 from jetkiosk.export.prepare import FACE_REID_PREPROCESS
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "edge" / "encoders" / "face-reid-0095.onnx"
+SHIPPED = ROOT / "edge" / "faces" / "encoders" / "face-reid-0095.onnx"
 PEOPLE = ["Abdullah", "Adam_Sandler", "Al_Gore", "Al_Pacino"]  # lfw-calib, 3-4 photos each
 
 
@@ -110,8 +110,8 @@ def tiny(shared, models_dir, tmp_path):
 
 
 def test_train_face_reid_and_use_it_in_the_runtime(tiny, shared, tmp_path, capsys):
-    from jetkiosk.edge.faces import FaceAnalyzer
-    from jetkiosk.edge.images import load_image
+    from jetkiosk.edge.core.images import load_image
+    from jetkiosk.edge.faces.analyzer import FaceAnalyzer
 
     people, models = tiny
     code, _, err = run(capsys, "encoder", "train", "--data", str(people), "--name", "reid-tiny",

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from jetkiosk.edge.decisions import Matcher
-from jetkiosk.edge.errors import GalleryError
-from jetkiosk.edge.gallery import Gallery, load_gallery
-from jetkiosk.edge.verification_head import VerificationHead
+from jetkiosk.edge.core.errors import GalleryError
+from jetkiosk.edge.faces.decisions import Matcher
+from jetkiosk.edge.faces.gallery import Gallery, load_gallery
+from jetkiosk.edge.faces.verification_head import VerificationHead
 from jetkiosk.export.augment import Augmenter, AugmentSettings, pca_basis
 from jetkiosk.export.head_train import train_head
 from jetkiosk.export.triplet_loss import TripletLoss

@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from jetkiosk.edge.backend import load_backend
-from jetkiosk.edge.encoder import FaceEncoder, encoder_blob
-from jetkiosk.edge.errors import JetkioskError
-from jetkiosk.edge.manifest import load_manifest
+from jetkiosk.edge.core.errors import JetkioskError
+from jetkiosk.edge.faces.encoder import FaceEncoder, encoder_blob
+from jetkiosk.edge.runtime.backend import load_backend
+from jetkiosk.edge.runtime.manifest import load_manifest
 from jetkiosk.export.augment import Augmenter, AugmentSettings, pca_basis
 from jetkiosk.export.encoder_export import export_encoder, training_preprocess
 from jetkiosk.export.encoder_nets import facenet_net, small_net

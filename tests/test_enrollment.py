@@ -9,10 +9,10 @@ import shutil
 import cv2
 import numpy as np
 
-from jetkiosk.edge.cli import main
-from jetkiosk.edge.detection import Detection
-from jetkiosk.edge.gallery import load_gallery
-from jetkiosk.edge.subject import subject
+from jetkiosk.edge.cli.main import main
+from jetkiosk.edge.faces.detection import Detection
+from jetkiosk.edge.faces.gallery import load_gallery
+from jetkiosk.edge.faces.subject import subject
 
 
 def run(capsys, *argv):

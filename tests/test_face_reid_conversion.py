@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jetkiosk.edge.errors import ModelError
+from jetkiosk.edge.core.errors import ModelError
 from jetkiosk.export.openvino_ir import (
     CONVERTER_VERSION,
     SOURCE_SHA256,
@@ -25,7 +25,7 @@ from jetkiosk.export.openvino_ir import (
 ROOT = Path(__file__).resolve().parents[1]
 XML = "face-reidentification-retail-0095.xml"
 BIN = "face-reidentification-retail-0095.bin"
-SHIPPED = ROOT / "edge" / "encoders" / "face-reid-0095.onnx"
+SHIPPED = ROOT / "edge" / "faces" / "encoders" / "face-reid-0095.onnx"
 LAYER_COUNTS = {"Convolution": 80, "PReLU": 48, "Eltwise": 27, "Pooling": 15, "Activation": 15,
                 "ScaleShift": 1, "Input": 1}
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_mqtt_delivery import open_link
 
-from jetkiosk.edge.errors import GalleryError
-from jetkiosk.edge.gallery import Gallery, load_gallery
+from jetkiosk.edge.core.errors import GalleryError
+from jetkiosk.edge.faces.gallery import Gallery, load_gallery
 from mosquitto import Mosquitto, Subscriber
 
 

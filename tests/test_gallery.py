@@ -7,11 +7,11 @@ import stat
 import numpy as np
 import pytest
 
-from jetkiosk.edge import gallery as gallery_mod
-from jetkiosk.edge.decisions import Matcher
-from jetkiosk.edge.errors import GalleryError
-from jetkiosk.edge.gallery import Gallery, load_gallery
-from jetkiosk.edge.search import EXACT_LIMIT, TemplateIndex
+from jetkiosk.edge.core.errors import GalleryError
+from jetkiosk.edge.faces import gallery as gallery_mod
+from jetkiosk.edge.faces.decisions import Matcher
+from jetkiosk.edge.faces.gallery import Gallery, load_gallery
+from jetkiosk.edge.faces.search import EXACT_LIMIT, TemplateIndex
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -7,11 +7,11 @@ import csv
 import cv2
 import numpy as np
 
-from jetkiosk.edge.config import load_config
-from jetkiosk.edge.decisions import Matcher
-from jetkiosk.edge.faces import FaceAnalyzer
-from jetkiosk.edge.images import load_image
-from jetkiosk.edge.open_set import threshold_rule
+from jetkiosk.edge.core.config import load_config
+from jetkiosk.edge.core.images import load_image
+from jetkiosk.edge.faces.analyzer import FaceAnalyzer
+from jetkiosk.edge.faces.decisions import Matcher
+from jetkiosk.edge.faces.open_set import threshold_rule
 
 
 def default_matcher(analyzer, gallery) -> Matcher:

@@ -11,16 +11,17 @@ import numpy as np
 import onnx
 import pytest
 
-from jetkiosk.calibration import accuracy_gate, calib_cache
+from jetkiosk.calibration import accuracy_gate
 from jetkiosk.calibration.calib_set import build_set, load_set
 from jetkiosk.calibration.model_kinds import capture, comparison
 from jetkiosk.calibration.quantize import QuantizeSpec, check_trt_form, quantize
-from jetkiosk.edge.config import load_config
-from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.faces import FaceAnalyzer
-from jetkiosk.edge.images import load_image
-from jetkiosk.edge.manifest import load_manifest
-from jetkiosk.edge.style_catalog import BUNDLED
+from jetkiosk.edge.core.config import load_config
+from jetkiosk.edge.core.errors import ModelError
+from jetkiosk.edge.core.images import load_image
+from jetkiosk.edge.faces.analyzer import FaceAnalyzer
+from jetkiosk.edge.kiosk.catalog import BUNDLED
+from jetkiosk.edge.runtime.manifest import load_manifest
+from jetkiosk.edge.runtime.tensorrt import calibration_cache as calib_cache
 
 
 def test_calibration_cache_round_trip_and_format():

@@ -16,15 +16,15 @@ import pytest
 from skimage import data
 
 from conftest import noisy_frames
-from jetkiosk.edge.config import KioskConfig
-from jetkiosk.edge.errors import ConfigError, ModelError, StyleError
-from jetkiosk.edge.flicker import FlickerFilter
-from jetkiosk.edge.kiosk import Kiosk, rotation_list
-from jetkiosk.edge.manifest import load_manifest, sha256_file
-from jetkiosk.edge.mjpeg import BOUNDARY
-from jetkiosk.edge.outputs import NO_KEY, HttpOutput, open_outputs
-from jetkiosk.edge.style_catalog import BUNDLED, StyleCatalog
-from jetkiosk.edge.stylizer import Stylizer, keep_colors
+from jetkiosk.edge.core.config import KioskConfig
+from jetkiosk.edge.core.errors import ConfigError, ModelError, StyleError
+from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
+from jetkiosk.edge.kiosk.flicker import FlickerFilter
+from jetkiosk.edge.kiosk.loop import Kiosk, rotation_list
+from jetkiosk.edge.kiosk.mjpeg import BOUNDARY
+from jetkiosk.edge.kiosk.outputs import NO_KEY, HttpOutput, open_outputs
+from jetkiosk.edge.kiosk.stylizer import Stylizer, keep_colors
+from jetkiosk.edge.runtime.manifest import load_manifest, sha256_file
 
 ASTRONAUT = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (640, 360))
 
@@ -220,7 +220,7 @@ def test_unknown_outputs_are_config_errors():
 
 
 def _kiosk(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "jetkiosk.edge.cli", "kiosk", *args],
+    return subprocess.run([sys.executable, "-m", "jetkiosk.edge.cli.main", "kiosk", *args],
                           check=False, capture_output=True, text=True, timeout=timeout)
 
 

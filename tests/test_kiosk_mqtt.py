@@ -10,11 +10,11 @@ import threading
 import jsonschema
 import numpy as np
 
-from jetkiosk.edge.config import Config
-from jetkiosk.edge.kiosk_service import KioskService
-from jetkiosk.edge.messages import schema
-from jetkiosk.edge.outputs import Output
-from jetkiosk.edge.style_catalog import BUNDLED
+from jetkiosk.edge.core.config import Config
+from jetkiosk.edge.kiosk.app import KioskService
+from jetkiosk.edge.kiosk.catalog import BUNDLED
+from jetkiosk.edge.kiosk.outputs import Output
+from jetkiosk.edge.mqtt.payloads import schema
 from mosquitto import Subscriber
 
 PREFIX = "jetkiosk/kiosk1"

@@ -22,7 +22,7 @@ SAME, CHANGED = 6.0, 20.0
 
 def start_kiosk(clip, output, env=None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "jetkiosk.edge.cli", "kiosk", "--source", f"file://{clip}?loop=1",
+        [sys.executable, "-m", "jetkiosk.edge.cli.main", "kiosk", "--source", f"file://{clip}?loop=1",
          "--output", output, "--style", "starry_night", "--set", "kiosk.rotate_every=2.5",
          "--set", "kiosk.width=320"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)

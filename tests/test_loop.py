@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from jetkiosk.edge.decisions import Matcher
-from jetkiosk.edge.errors import SourceError
-from jetkiosk.edge.gallery import Gallery
-from jetkiosk.edge.loop import CaptureLoop
-from jetkiosk.edge.sinks import open_sink
-from jetkiosk.edge.sources import LatestFrame, _Capture, open_source
+from jetkiosk.edge.capture.sources import LatestFrame, _Capture, open_source
+from jetkiosk.edge.core.errors import SourceError
+from jetkiosk.edge.faces.decisions import Matcher
+from jetkiosk.edge.faces.gallery import Gallery
+from jetkiosk.edge.node.loop import CaptureLoop
+from jetkiosk.edge.node.sinks import open_sink
 
 
 def test_loop_emits_one_event_per_decision_on_the_demo_clip(config, analyzer, demo_clip,
@@ -58,7 +58,7 @@ def test_image_folder_source_and_missing_sources(tmp_path):
 
 
 def test_csi_needs_gstreamer_with_a_clear_error():
-    from jetkiosk.edge.sources import has_gstreamer
+    from jetkiosk.edge.capture.sources import has_gstreamer
 
     if has_gstreamer():
         pytest.skip("this OpenCV has GStreamer")
@@ -81,7 +81,7 @@ def test_live_source_drops_frames_instead_of_lagging(demo_clip):
 
 
 def test_enroll_from_camera_frames_and_run_from_the_command_line(config, demo_clip, capsys):
-    from jetkiosk.edge.cli import main
+    from jetkiosk.edge.cli.main import main
 
     path, _ = demo_clip
     common = ["--models", str(config.models_dir), "--gallery", str(config.gallery_path)]
@@ -99,7 +99,7 @@ def test_quality_gate_logs_each_rejection_with_its_reason(analyzer, demo_clip, c
     small = cv2.resize(photos["grace_hopper"], None, fx=0.2, fy=0.2)
     small = cv2.copyMakeBorder(small, 100, 100, 100, 100, cv2.BORDER_CONSTANT, value=(90,) * 3)
     blurred = cv2.GaussianBlur(photos["grace_hopper"], (0, 0), 6)
-    with caplog.at_level("INFO", logger="jetkiosk.edge.faces"):
+    with caplog.at_level("INFO", logger="jetkiosk.edge.faces.analyzer"):
         (tiny,) = analyzer.analyze(small)
         (soft,) = analyzer.analyze(blurred)
     assert tiny.encoding is None and tiny.rejected.startswith("too small")

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from jetkiosk.edge.backend import load_backend
-from jetkiosk.edge.encoder import encoder_blob
-from jetkiosk.edge.errors import ConfigError, ModelError
-from jetkiosk.edge.manifest import load_manifest, sha256_file
+from jetkiosk.edge.core.errors import ConfigError, ModelError
+from jetkiosk.edge.faces.encoder import encoder_blob
+from jetkiosk.edge.runtime.backend import load_backend
+from jetkiosk.edge.runtime.manifest import load_manifest, sha256_file
 from jetkiosk.export import prepare as prep
 from jetkiosk.export.tf_graph import FrozenGraph
 
@@ -26,7 +26,7 @@ def _graph_path() -> Path:
 
 
 def test_facenet_onnx_matches_original_graph_in_opencv_dnn(models_dir, analyzer, shared):
-    from jetkiosk.edge.align import Aligner
+    from jetkiosk.edge.faces.align import Aligner
 
     net = cv2.dnn.readNetFromTensorflow(str(_graph_path()))
     manifest = load_manifest(models_dir / "facenet-casia.json")
@@ -129,7 +129,7 @@ def test_default_encoder_is_the_shipped_face_reid_with_licence_and_calibration(m
     assert "Apache License" in (prep.BUNDLED / "LICENSE-face-reid-0095.txt").read_text()
     assert "changes" in (prep.BUNDLED / "NOTICE-face-reid-0095.md").read_text().lower()
     assert manifest.open_set["fingerprint"] == manifest.fingerprint
-    from jetkiosk.edge.config import Config
+    from jetkiosk.edge.core.config import Config
 
     assert Config().models.encoder == "face-reid-0095"
 
@@ -169,8 +169,8 @@ def load_manifest_from(path: Path, data: dict):
 
 def test_facenet_gallery_of_an_earlier_release_still_loads_and_is_rebound(
         models_dir, shared, tmp_path, capsys):
-    from jetkiosk.edge.cli import main
-    from jetkiosk.edge.gallery import load_gallery
+    from jetkiosk.edge.cli.main import main
+    from jetkiosk.edge.faces.gallery import load_gallery
 
     gallery = tmp_path / "old.npz"
     common = ["--models", str(models_dir), "--gallery", str(gallery), "--json",

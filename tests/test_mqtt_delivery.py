@@ -10,10 +10,10 @@ import sys
 import threading
 import time
 
-from jetkiosk.edge.config import MqttConfig
-from jetkiosk.edge.mqtt_client import BrokerSettings
-from jetkiosk.edge.mqtt_link import MqttLink
-from jetkiosk.edge.outbox import Outbox
+from jetkiosk.edge.core.config import MqttConfig
+from jetkiosk.edge.mqtt.client import BrokerSettings
+from jetkiosk.edge.mqtt.link import MqttLink
+from jetkiosk.edge.mqtt.outbox import Outbox
 from mosquitto import Mosquitto, Subscriber
 
 TOPIC = "jetkiosk/test/cam0/faces/events"
@@ -86,10 +86,10 @@ def test_broker_killed_mid_stream_loses_no_event_it_had_not_acknowledged(broker,
 
 PUBLISHER = """
 import sys, time
-from jetkiosk.edge.config import MqttConfig
-from jetkiosk.edge.mqtt_client import BrokerSettings
-from jetkiosk.edge.mqtt_link import MqttLink
-from jetkiosk.edge.outbox import Outbox
+from jetkiosk.edge.core.config import MqttConfig
+from jetkiosk.edge.mqtt.client import BrokerSettings
+from jetkiosk.edge.mqtt.link import MqttLink
+from jetkiosk.edge.mqtt.outbox import Outbox
 uri, outbox, topic = sys.argv[1], sys.argv[2], sys.argv[3]
 start, count = int(sys.argv[4]), int(sys.argv[5])
 link = MqttLink(BrokerSettings.from_config(MqttConfig(broker=uri, keepalive=5)), "publisher",

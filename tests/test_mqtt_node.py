@@ -16,15 +16,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from jetkiosk.edge.cli import main
-from jetkiosk.edge.decisions import Matcher
-from jetkiosk.edge.gallery import Gallery, load_gallery
-from jetkiosk.edge.listen import describe
-from jetkiosk.edge.messages import SCHEMAS, schema
-from jetkiosk.edge.node import Node
-from jetkiosk.edge.open_set import threshold_rule
-from jetkiosk.edge.outbox import Outbox
-from jetkiosk.edge.sources import open_source
+from jetkiosk.edge.capture.sources import open_source
+from jetkiosk.edge.cli.main import main
+from jetkiosk.edge.faces.decisions import Matcher
+from jetkiosk.edge.faces.gallery import Gallery, load_gallery
+from jetkiosk.edge.faces.open_set import threshold_rule
+from jetkiosk.edge.mqtt.listen import describe
+from jetkiosk.edge.mqtt.outbox import Outbox
+from jetkiosk.edge.mqtt.payloads import SCHEMAS, schema
+from jetkiosk.edge.node.node import Node
 from mosquitto import Mosquitto, Subscriber
 
 PREFIX = "jetkiosk/kiosk1"
@@ -265,8 +265,8 @@ def test_gallery_reject_of_a_recent_event_through_the_cli(node_config, analyzer,
 
 
 def test_one_rule_names_the_prefix_for_nodes_and_listeners():
-    from jetkiosk.edge.config import MqttConfig
-    from jetkiosk.edge.topics import Topics, every_node
+    from jetkiosk.edge.core.config import MqttConfig
+    from jetkiosk.edge.mqtt.topics import Topics, every_node
 
     config = MqttConfig()
     assert every_node(config) == "jetkiosk/+/#"  # a listener hears every node

@@ -7,12 +7,12 @@ import subprocess
 
 import pytest
 
-from jetkiosk.edge.cli import main
-from jetkiosk.edge.config import MqttConfig
-from jetkiosk.edge.errors import ConfigError
-from jetkiosk.edge.mqtt_client import BrokerSettings, MqttError
-from jetkiosk.edge.mqtt_link import MqttLink
-from jetkiosk.edge.outbox import Outbox
+from jetkiosk.edge.cli.main import main
+from jetkiosk.edge.core.config import MqttConfig
+from jetkiosk.edge.core.errors import ConfigError
+from jetkiosk.edge.mqtt.client import BrokerSettings, MqttError
+from jetkiosk.edge.mqtt.link import MqttLink
+from jetkiosk.edge.mqtt.outbox import Outbox
 from mosquitto import Mosquitto
 
 

@@ -10,11 +10,11 @@ import math
 import numpy as np
 import pytest
 
-from jetkiosk.edge.config import load_config
-from jetkiosk.edge.decisions import Matcher
-from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.gallery import Gallery
-from jetkiosk.edge.open_set import ScoreCalibration, ThresholdRule, calibration_of
+from jetkiosk.edge.core.config import load_config
+from jetkiosk.edge.core.errors import ModelError
+from jetkiosk.edge.faces.decisions import Matcher
+from jetkiosk.edge.faces.gallery import Gallery
+from jetkiosk.edge.faces.open_set import ScoreCalibration, ThresholdRule, calibration_of
 from jetkiosk.export.open_set_eval import (
     STRANGER,
     OpenSetFaces,
@@ -187,7 +187,7 @@ def test_rejections_survive_save_load_rename_and_remove(tmp_path):
     gallery.add("bob", np.array([[0.0, 1, 0]]))
     gallery.reject("ann", np.array([0.8, 0.6, 0.0]))
     gallery.save(tmp_path / "g.npz")
-    from jetkiosk.edge.gallery import load_gallery
+    from jetkiosk.edge.faces.gallery import load_gallery
 
     loaded = load_gallery(tmp_path / "g.npz")
     assert loaded.rejections("ann").shape == (1, 3) and len(loaded.rejections("bob")) == 0
@@ -209,7 +209,7 @@ def lfw_faces(shared, models_dir, tmp_path_factory):
 
 
 def test_shipped_calibration_matches_a_fresh_one(lfw_faces, models_dir):
-    from jetkiosk.edge.faces import model_manifest
+    from jetkiosk.edge.faces.analyzer import model_manifest
 
     config, faces, _ = lfw_faces
     manifest = model_manifest(config, config.models.encoder, "face-encoder")
@@ -227,7 +227,7 @@ def test_shipped_calibration_matches_a_fresh_one(lfw_faces, models_dir):
 
 def test_default_rule_holds_fpir_near_its_target_on_real_photos(lfw_faces):
     """The protocol of bench/open_set.py at the shipped default, K = 100 (five draws)."""
-    from jetkiosk.edge.faces import model_manifest
+    from jetkiosk.edge.faces.analyzer import model_manifest
     from jetkiosk.export.open_set_eval import open_set
 
     config, faces, _ = lfw_faces
@@ -243,7 +243,7 @@ def test_default_rule_holds_fpir_near_its_target_on_real_photos(lfw_faces):
 
 
 def test_calibrate_command_writes_the_manifest_entry(lfw_faces, shared, tmp_path):
-    from jetkiosk.edge.cli import main
+    from jetkiosk.edge.cli.main import main
 
     config, _, cache = lfw_faces
     out = tmp_path / "cal.json"

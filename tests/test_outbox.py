@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from jetkiosk.edge.outbox import Outbox, OutboxError
+from jetkiosk.edge.mqtt.outbox import Outbox, OutboxError
 
 
 def test_messages_drain_in_order_and_only_acked_ones_leave(tmp_path):
@@ -40,7 +40,7 @@ def test_full_outbox_drops_the_oldest_and_counts_it(tmp_path):
 
 WRITER = """
 import sys
-from jetkiosk.edge.outbox import Outbox
+from jetkiosk.edge.mqtt.outbox import Outbox
 box = Outbox(sys.argv[1])
 for i in range(100000):
     box.put("t", str(i).encode())

@@ -12,12 +12,12 @@ from typing import List
 import numpy as np
 import pytest
 
-from jetkiosk.edge.decisions import Matcher
-from jetkiosk.edge.gallery import Gallery
-from jetkiosk.edge.loop import CaptureLoop
-from jetkiosk.edge.sd_notify import Notifier
-from jetkiosk.edge.sinks import open_sink
-from jetkiosk.edge.sources import Source
+from jetkiosk.edge.capture.sources import Source
+from jetkiosk.edge.faces.decisions import Matcher
+from jetkiosk.edge.faces.gallery import Gallery
+from jetkiosk.edge.node.loop import CaptureLoop
+from jetkiosk.edge.node.sinks import open_sink
+from jetkiosk.edge.service.sd_notify import Notifier
 
 
 def listener(address: str) -> socket.socket:

@@ -20,7 +20,7 @@ from urllib.request import urlopen
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jetkiosk.edge.outbox import Outbox
+from jetkiosk.edge.mqtt.outbox import Outbox
 from mosquitto import Mosquitto, Subscriber, free_port
 
 JETKIOSK = str(Path(sys.executable).parent / "jetkiosk")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jetkiosk.edge.config import load_config
-from jetkiosk.edge.service_install import install, uninstall
+from jetkiosk.edge.core.config import load_config
+from jetkiosk.edge.service.install import install, uninstall
 
 JETKIOSK = str(Path(sys.executable).parent / "jetkiosk")
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -137,7 +137,7 @@ def test_the_daemon_unit_says_what_the_issue_asks(installed):
 
 
 def test_the_build_unit_has_nothing_to_do_where_the_backend_is_onnx_runtime(capsys):
-    from jetkiosk.edge.cli import main
+    from jetkiosk.edge.cli.main import main
 
     assert main(["build", "--backend", "onnxruntime"]) == 0
     assert "no engines to build" in capsys.readouterr().err

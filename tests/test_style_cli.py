@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 from skimage import data
 
-from jetkiosk.edge.cli import main
-from jetkiosk.edge.style_catalog import StyleCatalog
+from jetkiosk.edge.cli.main import main
+from jetkiosk.edge.kiosk.catalog import StyleCatalog
 
 
 def test_styles_list(capsys, tmp_path):

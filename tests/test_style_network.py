@@ -12,9 +12,9 @@ import pytest
 import torch
 from skimage import data
 
-from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.manifest import load_manifest, sha256_file
-from jetkiosk.edge.style_catalog import BUNDLED
+from jetkiosk.edge.core.errors import ModelError
+from jetkiosk.edge.kiosk.catalog import BUNDLED
+from jetkiosk.edge.runtime.manifest import load_manifest, sha256_file
 from jetkiosk.export.gatys import stylize_image
 from jetkiosk.export.loss_network import conv_names, load_loss_network, torchvision_indices
 from jetkiosk.export.style_loss import StyleCost, StyleWeights, content_cost, gram, style_layer_cost

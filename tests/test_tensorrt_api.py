@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 
-ADAPTER = ROOT / "edge" / "tensorrt_adapter.py"
+ADAPTER = ROOT / "edge" / "runtime" / "tensorrt" / "adapter.py"
 TRT_DIR = ROOT / "tests" / "trt"
 VERSIONS = ("8.6.1", "10.3.0")
 # Names the adapter uses only behind `TRT_MAJOR >= 10` (the progress API is new in 10.0).
@@ -96,7 +96,7 @@ def test_the_adapter_uses_no_removed_api_and_is_the_only_tensorrt_importer():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             if any(m.split(".")[0] in ("tensorrt", "pycuda") for m in modules):
                 importers.append(path.relative_to(ROOT).as_posix())
-    assert sorted(set(importers)) == ["edge/tensorrt_adapter.py"]
+    assert sorted(set(importers)) == ["edge/runtime/tensorrt/adapter.py"]
 
 
 def mypy(path: Path) -> subprocess.CompletedProcess:

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jetkiosk.edge.backend import resolve
-from jetkiosk.edge.config import load_config
-from jetkiosk.edge.errors import ModelError
-from jetkiosk.edge.faces import FaceAnalyzer
-from jetkiosk.edge.images import load_image
+from jetkiosk.edge.core.config import load_config
+from jetkiosk.edge.core.errors import ModelError
+from jetkiosk.edge.core.images import load_image
+from jetkiosk.edge.faces.analyzer import FaceAnalyzer
+from jetkiosk.edge.runtime.backend import resolve
 
 FAKES = Path(__file__).parent / "fakes"
-FAKE_MODULES = ("tensorrt", "pycuda", "pycuda.driver", "jetkiosk.edge.tensorrt_adapter",
-                "jetkiosk.edge.backend_tensorrt")
+FAKE_MODULES = ("tensorrt", "pycuda", "pycuda.driver", "jetkiosk.edge.runtime.tensorrt.adapter",
+                "jetkiosk.edge.runtime.tensorrt.backend")
 
 
 def _forget() -> None:
@@ -38,7 +38,7 @@ def fake_trt(request, monkeypatch):
     trt.configure(request.param, dla_cores=2)
     cuda = importlib.import_module("pycuda.driver")
     cuda.reset()
-    adapter = importlib.import_module("jetkiosk.edge.tensorrt_adapter")
+    adapter = importlib.import_module("jetkiosk.edge.runtime.tensorrt.adapter")
     yield trt, cuda, adapter
     _forget()
 
@@ -90,8 +90,8 @@ def test_face_path_on_tensorrt_matches_onnx_runtime(fake_trt, models_dir, tmp_pa
 
 def test_runs_from_other_threads_and_frees_everything(fake_trt, models_dir, tmp_path):
     _trt, cuda, _adapter = fake_trt
-    from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.manifest import load_manifest
+    from jetkiosk.edge.runtime.backend import load_backend
+    from jetkiosk.edge.runtime.manifest import load_manifest
 
     config = trt_config(models_dir, tmp_path)
     backend = load_backend("tensorrt", load_manifest(models_dir / "facenet-casia.json"), config)
@@ -120,8 +120,8 @@ def test_runs_from_other_threads_and_frees_everything(fake_trt, models_dir, tmp_
 
 def test_stale_or_corrupt_engines_are_rebuilt(fake_trt, models_dir, tmp_path):
     trt, _cuda, _adapter = fake_trt
-    from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.manifest import load_manifest
+    from jetkiosk.edge.runtime.backend import load_backend
+    from jetkiosk.edge.runtime.manifest import load_manifest
 
     config = trt_config(models_dir, tmp_path)
     manifest = load_manifest(models_dir / "retinaface-mnet025.json")
@@ -148,8 +148,8 @@ def test_stale_or_corrupt_engines_are_rebuilt(fake_trt, models_dir, tmp_path):
 def test_an_engine_that_cannot_be_loaded_or_rebuilt_falls_back_to_onnx_runtime(
         fake_trt, models_dir, tmp_path, monkeypatch, caplog):
     trt, _cuda, _adapter = fake_trt
-    from jetkiosk.edge.backend import load_backend
-    from jetkiosk.edge.manifest import load_manifest
+    from jetkiosk.edge.runtime.backend import load_backend
+    from jetkiosk.edge.runtime.manifest import load_manifest
 
     manifest = load_manifest(models_dir / "facenet-casia.json")
     config = trt_config(models_dir, tmp_path, "models.precision=fp16")
@@ -169,11 +169,11 @@ def test_an_engine_that_cannot_be_loaded_or_rebuilt_falls_back_to_onnx_runtime(
 def test_implicit_int8_calibrates_through_device_memory_and_reuses_the_cache(
         fake_trt, models_dir, tmp_path, shared):
     trt, cuda, _adapter = fake_trt
-    from jetkiosk.calibration import calib_cache
-    from jetkiosk.calibration.calib_set import build_set
-    from jetkiosk.calibration.engine_build import ensure_engine
+    from jetkiosk.calibration.calib_set import build_set, load_set
     from jetkiosk.calibration.model_kinds import capture
-    from jetkiosk.edge.manifest import load_manifest
+    from jetkiosk.edge.runtime.manifest import load_manifest
+    from jetkiosk.edge.runtime.tensorrt import calibration_cache as calib_cache
+    from jetkiosk.edge.runtime.tensorrt.build import ensure_engine
 
     config = trt_config(models_dir, tmp_path, "models.precision=int8")
     manifest = load_manifest(models_dir / "face-reid-0095.json")  # the default encoder
@@ -183,7 +183,7 @@ def test_implicit_int8_calibrates_through_device_memory_and_reuses_the_cache(
     said = []
     ensure_engine(manifest, config, progress=said.append)  # no QDQ variant, no set: fp16
     assert "INT8" not in trt.BUILDS[-1]["builder_flags"] and "building fp16" in said[0]
-    ensure_engine(manifest, config, calibration_set=tmp_path / "calib")
+    ensure_engine(manifest, config, calibration=load_set(tmp_path / "calib"))
     build = trt.BUILDS[-1]
     assert "INT8" in build["builder_flags"] and build["calibration"]["batches"] == 6
     amax = max(float(np.abs(s["input"]).max()) for s in data.samples)
@@ -191,15 +191,15 @@ def test_implicit_int8_calibrates_through_device_memory_and_reuses_the_cache(
     cache = calib_cache.load(config.models.engines / "face-reid-0095.calibration.cache")
     assert cache.version == calib_cache.version_number(trt.__version__)
     assert cache.scales["input"] == pytest.approx(amax / 127, rel=1e-6)
-    ensure_engine(manifest, config, force=True, calibration_set=tmp_path / "calib")
+    ensure_engine(manifest, config, force=True, calibration=load_set(tmp_path / "calib"))
     assert trt.BUILDS[-1]["calibration"] == {"from_cache": 1.0}  # no batches asked again
     assert cuda.live_allocations() == 0  # the calibrator's buffer was freed
 
 
 def test_dla_with_gpu_fallback_and_progress(fake_trt, models_dir, tmp_path):
     trt, _cuda, adapter = fake_trt
-    from jetkiosk.calibration.engine_build import ensure_engine
-    from jetkiosk.edge.manifest import load_manifest
+    from jetkiosk.edge.runtime.manifest import load_manifest
+    from jetkiosk.edge.runtime.tensorrt.build import ensure_engine
 
     config = trt_config(models_dir, tmp_path, "models.dla_core=1", "models.precision=fp16")
     said = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jetkiosk.edge.config import TrackerConfig
-from jetkiosk.edge.tracker import UNKNOWN, Tracker
+from jetkiosk.edge.core.config import TrackerConfig
+from jetkiosk.edge.faces.tracker import UNKNOWN, Tracker
 
 
 def box(x: float) -> np.ndarray:

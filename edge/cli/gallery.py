@@ -1,0 +1,251 @@
+"""``jetkiosk enroll`` and ``jetkiosk gallery``: who is enrolled, and how they are decided."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+from ..core.config import Config
+from ..core.errors import GalleryError, ImageError, JetkioskError
+from .common import Common, emit
+from .session import Session, subject_encoding
+
+log = logging.getLogger("jetkiosk")
+CANDIDATES_PER_SHOT = 4  # enroll --source: frames considered for each varied shot kept
+
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
+    enroll = sub.add_parser("enroll", help="enroll a person from photos or camera frames")
+    enroll.add_argument("name", nargs="?", help="person's name")
+    enroll.add_argument("photos", nargs="*", type=Path)
+    enroll.add_argument("--folder", type=Path, help="one subfolder of photos per person")
+    enroll.add_argument("--source", help="capture frames from this URI instead of photos")
+    enroll.add_argument("--frames", type=int, default=5, help="varied frames to take from "
+                        "--source")
+    common(enroll)
+
+    gallery = sub.add_parser("gallery", help="list, remove, rename, reject, audit; thresholds")
+    gsub = gallery.add_subparsers(dest="action", required=True)
+    common(gsub.add_parser("list", help="enrolled people"))
+    remove = gsub.add_parser("remove", help="remove a person")
+    remove.add_argument("name")
+    common(remove)
+    rename = gsub.add_parser("rename", help="rename a person")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    common(rename)
+    thr = gsub.add_parser("threshold", help="set the gallery's or one person's threshold")
+    thr.add_argument("value", help="squared L2 distance, or 'default' to clear")
+    thr.add_argument("--person", help="only this person")
+    common(thr)
+    reject = gsub.add_parser("reject", help="record that the face in PHOTO (or of a running "
+                             "node's event) is not NAME; NAME's decisions then refuse it and "
+                             "anything as close")
+    reject.add_argument("name")
+    reject.add_argument("photo", type=Path, nargs="?")
+    reject.add_argument("--event", help="event_id of one of the last decisions of the node "
+                        "running with this configuration (sent to it over MQTT)")
+    reject.add_argument("--broker", help="mqtt://host:port or mqtts://... (mqtt.broker)")
+    common(reject, {"broker": ("mqtt.broker",)})
+    audit = gsub.add_parser("audit", help="people too close to each other, enrollment photos "
+                            "that disagree with the rest of their person")
+    common(audit)
+
+
+def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
+    session = Session(config)
+    gallery = session.gallery(create=True)
+    plan: Dict[str, List[Any]] = {}
+    if args.folder:
+        if args.name or args.photos:
+            raise JetkioskError("enroll: give NAME PHOTO... or --folder, not both")
+        if not args.folder.is_dir():
+            raise JetkioskError(f"{args.folder}: no such folder")
+        people = sorted(p for p in args.folder.iterdir() if p.is_dir())
+        if not people:
+            raise JetkioskError(f"{args.folder}: no person subfolders")
+        for person in people:
+            plan[person.name] = sorted(p for p in person.iterdir() if p.is_file())
+    elif args.source:
+        if not args.name:
+            raise JetkioskError("enroll --source needs the person's NAME")
+        if args.frames < 1:
+            raise JetkioskError("--frames must be at least 1")
+        plan[args.name] = [args.source]
+    else:
+        if not args.name or not args.photos:
+            raise JetkioskError("enroll: give NAME PHOTO... (or --folder DIR, or --source URI)")
+        plan[args.name] = list(args.photos)
+    skipped: List[Tuple[str, str]] = []
+    missing = []
+    for name, items in plan.items():
+        encodings = []
+        for item in items:
+            if args.source:
+                encodings.extend(_camera_encodings(session, item, args.frames))
+                continue
+            try:
+                encodings.append(subject_encoding(session, item))
+            except ImageError as exc:
+                skipped.append((name, str(exc)))
+                emit(args, {"name": name, "photo": str(item), "status": "skipped",
+                             "reason": str(exc)}, f"{name}: skipped {exc}")
+                continue
+            emit(args, {"name": name, "photo": str(item), "status": "encoded"},
+                  f"{name}: encoded {item}")
+        if not encodings:
+            missing.append(name)
+            continue
+        count = gallery.add(name, encodings)
+        emit(args, {"name": name, "enrolled": len(encodings), "photos": count},
+              f"{name}: enrolled {len(encodings)} encoding(s), {count} in total")
+    enrolled = len(plan) - len(missing)
+    if enrolled:
+        gallery.save(config.gallery_path)
+    emit(args, {"summary": True, "enrolled": enrolled, "skipped_photos": len(skipped),
+                 "without_encoding": missing},
+          f"enrolled {enrolled} of {len(plan)} people; {len(skipped)} photo(s) skipped"
+          + (f"; no usable photo for: {', '.join(missing)}" if missing else ""))
+    return 1 if missing else 0
+
+
+def _camera_encodings(session: Session, uri: str, wanted: int) -> list:
+    """``wanted`` varied encodings from frames with exactly one usable face: candidates from
+    up to ``CANDIDATES_PER_SHOT`` frames per shot, then farthest-point sampling, so a person
+    who moves a little gives several poses rather than copies of one."""
+    import numpy as np
+
+    from ..capture.sources import open_source
+
+    source = open_source(uri)
+    candidates = []
+    try:
+        for frame, _ in source.frames():
+            found = [f.encoding for f in session.analyzer.analyze(frame)
+                     if f.encoding is not None]
+            if len(found) == 1:
+                candidates.append(found[0])
+                log.info("frame %d/%d captured", len(candidates), wanted * CANDIDATES_PER_SHOT)
+            if len(candidates) >= wanted * CANDIDATES_PER_SHOT:
+                break
+    finally:
+        source.close()
+    if not candidates:
+        raise ImageError(f"{uri}: no frame with exactly one usable face")
+    pool = np.stack(candidates)
+    chosen = [0]
+    nearest = np.sum((pool - pool[0]) ** 2, axis=1)
+    while len(chosen) < min(wanted, len(pool)):
+        chosen.append(int(nearest.argmax()))
+        nearest = np.minimum(nearest, np.sum((pool - pool[chosen[-1]]) ** 2, axis=1))
+    return [pool[i] for i in chosen]
+
+
+def cmd_gallery(args: argparse.Namespace, config: Config) -> int:
+    from ..faces.analyzer import model_manifest
+    from ..faces.decisions import Matcher
+    from ..faces.gallery import load_gallery
+    from ..faces.open_set import threshold_rule
+
+    if args.action == "reject" and args.event:
+        from ..mqtt.request import send_command
+
+        if args.photo:
+            raise JetkioskError("gallery reject: give PHOTO or --event, not both")
+        result = send_command(config.mqtt, "gallery", {"action": "reject", "name": args.name,
+                                                        "event_id": args.event})
+        emit(args, {"ok": True, "action": "reject", **result},
+              f"gallery: event {args.event} recorded as not {args.name} on node "
+              f"({result.get('rejections')} rejection(s)); the node reloaded its gallery")
+        return 0
+    if args.action == "reject":
+        if not args.photo:
+            raise JetkioskError("gallery reject: give PHOTO or --event ID")
+        session = Session(config)
+        gallery = session.gallery()
+        encoding = subject_encoding(session, args.photo)
+        count = gallery.reject(args.name, encoding)
+        gallery.save(config.gallery_path)
+        limit = Matcher(gallery, session.threshold_rule()).threshold_for(args.name)
+        emit(args, {"ok": True, "action": "reject", "name": args.name, "rejections": count,
+                     "threshold": round(limit, 4)},
+              f"gallery: {args.photo} recorded as not {args.name} ({count} rejection(s)); "
+              f"{args.name}'s threshold is now {limit:.4f}")
+        return 0
+    gallery = load_gallery(config.gallery_path)
+    if args.action in ("list", "audit"):
+        manifest = model_manifest(config, gallery.encoder, "face-encoder")
+        matcher = Matcher(gallery, threshold_rule(config.gallery, manifest))
+        if args.action == "audit":
+            return _audit(args, gallery, matcher)
+        for name in gallery.names:
+            tau, why = matcher.threshold_for(name), matcher.rule_for(name)
+            emit(args, {"name": name, "photos": len(gallery.encodings(name)),
+                         "threshold": round(tau, 4), "rule": why,
+                         "rejections": len(gallery.rejections(name))},
+                  f"{name}\t{len(gallery.encodings(name))} photo(s)\t"
+                  f"threshold {tau:.4f} ({why})")
+        return 0
+    if args.action == "remove":
+        gallery.remove(args.name)
+    elif args.action == "rename":
+        gallery.rename(args.old, args.new)
+    elif args.action == "threshold":
+        value = None if args.value == "default" else _float(args.value)
+        gallery.set_threshold(value, args.person)
+    gallery.save(config.gallery_path)
+    emit(args, {"ok": True, "action": args.action}, f"gallery: {args.action} done")
+    return 0
+
+
+def _audit(args: argparse.Namespace, gallery: Any, matcher: Any) -> int:
+    """People whose templates lie within each other's threshold (a probe of one may be
+    named as the other), and enrollment encodings farther from the rest of their person
+    than the person's threshold (thresholds before rejections tightened them). Exit 1 when
+    there is anything to look at."""
+    import numpy as np
+
+    names = gallery.names
+    findings = 0
+    if len(names) > 1:
+        templates = gallery.templates()
+        dist = np.maximum(2.0 - 2.0 * templates @ templates.T, 0.0)
+        for i, j in zip(*np.triu_indices(len(names), 1)):
+            tau = min(matcher.threshold_for(names[i], False),
+                      matcher.threshold_for(names[j], False))
+            if dist[i, j] <= tau:
+                findings += 1
+                emit(args, {"finding": "too_close", "people": [names[i], names[j]],
+                             "distance": round(float(dist[i, j]), 4), "threshold": round(tau, 4)},
+                      f"too close: {names[i]} and {names[j]} (distance {dist[i, j]:.3f}, "
+                      f"threshold {tau:.3f})")
+    for name in names:
+        rows = gallery.encodings(name)
+        for k in range(len(rows)) if len(rows) > 1 else ():
+            rest = np.delete(rows, k, axis=0).mean(0)
+            rest /= max(float(np.linalg.norm(rest)), 1e-12)
+            d = float(np.sum((rows[k] - rest) ** 2))
+            tau = matcher.threshold_for(name, False)
+            if d > tau:
+                findings += 1
+                emit(args, {"finding": "disagrees", "name": name, "encoding": k + 1,
+                             "distance": round(d, 4)},
+                      f"disagrees: {name}'s enrollment encoding {k + 1} of {len(rows)} is "
+                      f"{d:.3f} from the rest (threshold {tau:.3f})")
+    emit(args, {"summary": True, "people": len(names), "findings": findings},
+          f"audit: {len(names)} people, {findings} finding(s)")
+    return 1 if findings else 0
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise GalleryError(f"threshold {text!r} is not a number") from None
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "enroll": cmd_enroll, "gallery": cmd_gallery}

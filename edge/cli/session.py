@@ -1,0 +1,63 @@
+"""The face path and gallery a command works with, loaded when it first needs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.config import Config
+from ..core.errors import ImageError
+
+
+class Session:
+    """Lazily loaded face path and gallery for one command."""
+
+    def __init__(self, config: Config):
+        from ..faces.analyzer import FaceAnalyzer
+
+        self.config = config
+        self.analyzer = FaceAnalyzer(config)
+
+    def gallery(self, create: bool = False):
+        from ..faces.gallery import Gallery, load_gallery
+
+        path = self.config.gallery_path
+        if create and not path.exists():
+            return Gallery(self.analyzer.encoder_manifest.name, self.analyzer.fingerprint,
+                           self.analyzer.encoder.dim)
+        manifest = self.analyzer.encoder_manifest
+        return load_gallery(path, manifest.fingerprint, manifest.legacy_fingerprint)
+
+    def threshold_rule(self):
+        from ..faces.open_set import threshold_rule
+
+        return threshold_rule(self.config.gallery, self.analyzer.encoder_manifest)
+
+    def matcher(self):
+        from ..faces.decisions import Matcher
+
+        return Matcher(self.gallery(), self.threshold_rule())
+
+    def faces(self, photo: Path):
+        from ..core.images import load_image
+
+        return self.analyzer.analyze(load_image(photo))
+
+
+def subject_encoding(session: Session, photo: Path):
+    """The encoding of the photo's subject: its only face, or one much larger than any other
+    and near the centre (``edge/subject.py``); an ImageError says why there is none."""
+    from ..core.images import load_image
+    from ..faces.subject import subject
+
+    image = load_image(photo)
+    detections = session.analyzer.detector.detect(image)
+    if not detections:
+        raise ImageError(f"{photo}: no usable face found")
+    chosen = subject(detections, image.shape)
+    if chosen is None:
+        raise ImageError(f"{photo}: {len(detections)} faces found and none is clearly the "
+                         "subject; use a photo with only this person")
+    face = session.analyzer.analyze(image, [detections[chosen]])[0]
+    if face.encoding is None:
+        raise ImageError(f"{photo}: face rejected ({face.rejected})")
+    return face.encoding

@@ -1,0 +1,90 @@
+"""The face path for one image: detect -> quality gate -> align -> embed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+
+from ..core.config import Config
+from ..core.errors import ModelError
+from ..runtime.backend import Backend, load_backend, resolve
+from ..runtime.manifest import Manifest, load_precision, manifest_path
+from .align import Aligner
+from .detection import Detection
+from .detector import FaceDetector
+from .encoder import FaceEncoder
+from .quality import QualityGate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Face:
+    """A detected face; ``encoding`` is None when the quality gate rejected it."""
+
+    detection: Detection
+    encoding: Optional[np.ndarray] = None
+    rejected: Optional[str] = None
+    crop: Optional[np.ndarray] = None  # the aligned encoder input (BGR uint8)
+
+
+def model_manifest(config: Config, name: str, task: str) -> Manifest:
+    """The manifest of model ``name`` at the configured precision; it must do ``task``."""
+    manifest = load_precision(manifest_path(config.models_dir, name), config.models.precision,
+                              resolve(config.models.backend))
+    if manifest.task != task:
+        raise ModelError(f"{manifest.path}: is a {manifest.task}, expected a {task}")
+    return manifest
+
+
+def configured_detector(config: Config, backend: Backend) -> FaceDetector:
+    """A detector over ``backend`` with the ``[detector]`` settings."""
+    return FaceDetector(backend, config.detector.score_threshold, config.detector.nms_threshold,
+                        config.detector.max_side)
+
+
+class FaceAnalyzer:
+    """Loads detector and encoder from the models directory and runs the face path."""
+
+    def __init__(self, config: Config):
+        models = config.models_dir
+        if not models.is_dir():
+            raise ModelError(f"{models}: models directory missing (run `jetkiosk models prepare`)")
+        det_manifest = model_manifest(config, config.models.detector, "face-detector")
+        self.encoder_manifest: Manifest = model_manifest(config, config.models.encoder,
+                                                         "face-encoder")
+        self.detector = configured_detector(
+            config, load_backend(config.models.backend, det_manifest, config))
+        self.aligner = Aligner(self.encoder_manifest.preprocess)
+        self.encoder = FaceEncoder(load_backend(config.models.backend, self.encoder_manifest,
+                                                config),
+                                   flip=config.encoder.flip, max_batch=config.encoder.max_batch)
+        self.gate = QualityGate(config.quality)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.encoder_manifest.fingerprint
+
+    def analyze(self, frame: np.ndarray, detections: Optional[List[Detection]] = None,
+                ) -> List[Face]:
+        """Detect (unless given), gate, align and embed every face in a BGR frame."""
+        if detections is None:
+            detections = self.detector.detect(frame)
+        faces = [Face(d, rejected=self.gate.check_detection(d)) for d in detections]
+        crops, kept = [], []
+        for face in faces:
+            if face.rejected is None:
+                crop = self.aligner(frame, face.detection)
+                face.rejected = self.gate.check_crop(crop)
+                if face.rejected is None:
+                    face.crop = crop
+                    crops.append(crop)
+                    kept.append(face)
+            if face.rejected is not None:
+                log.info("face at %s rejected: %s", face.detection.as_dict()["box"], face.rejected)
+        for face, encoding in zip(kept, self.encoder.encode(crops)):
+            face.encoding = encoding
+        return faces

@@ -1,0 +1,77 @@
+"""Everything `jetkiosk kiosk` runs, built from the configuration: styles, the per-frame
+stylizer, outputs, the kiosk loop and, when ``kiosk.mqtt`` is on, its MQTT remote."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+from urllib.parse import urlsplit
+
+from ..capture.sources import open_source
+from ..core.config import Config
+from ..core.errors import ConfigError, JetkioskError
+from .catalog import BUNDLED, StyleCatalog
+from .flicker import FlickerFilter
+from .loop import Kiosk, rotation_list
+from .outputs import open_outputs
+from .remote import KioskRemote
+from .stylizer import Stylizer
+
+log = logging.getLogger(__name__)
+
+
+def kiosk_source(uri: str) -> str:
+    """A clip plays at its own frame rate in the kiosk (``realtime=1`` unless given)."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file" and "realtime=" not in parts.query:
+        return uri + ("&" if parts.query else "?") + "realtime=1"
+    return uri
+
+
+class KioskService:
+    def __init__(self, config: Config):
+        k = config.kiosk
+        self.config = config
+        self.catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend, config)
+        try:
+            flicker = FlickerFilter(k.flicker, k.flicker_motion) if k.flicker > 0 else None
+        except ValueError as exc:
+            raise ConfigError(f"kiosk.flicker: {exc}") from None
+        stylizer = Stylizer(self.catalog, k.style, k.width, k.blend, k.keep_colors, flicker)
+        rotation = rotation_list(k.rotation, self.catalog.names)
+        outputs = open_outputs(k.output, k.fullscreen, k.jpeg_quality)
+        self.kiosk = Kiosk(k, stylizer, outputs, rotation)
+        self.remote: Optional[KioskRemote] = None
+        self._closed = False
+        try:
+            if k.mqtt:
+                self.remote = KioskRemote(config, self.kiosk, self.catalog.names)
+        except JetkioskError:
+            self.kiosk.close()
+            raise
+
+    def run(self) -> int:
+        """Frames shown until the source ends, the viewer quits or ``kiosk.stop`` is set."""
+        uri = self.config.kiosk.source or self.config.run.source
+        try:
+            if not uri:
+                raise JetkioskError("kiosk: no source (give --source URI or set kiosk.source)")
+            if self.remote is not None and not self.remote.start(self.config.mqtt.connect_timeout):
+                log.warning("MQTT: %s; style commands work once it answers",
+                            self.remote.link.last_error or "not connected yet")
+            source = open_source(kiosk_source(uri))
+            try:
+                return self.kiosk.run(source)
+            finally:
+                source.close()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.kiosk.close()
+        if self.remote is not None:
+            self.remote.close(self.config.mqtt.flush_timeout)
+        self.catalog.close()

@@ -1,0 +1,149 @@
+"""The live stylization kiosk: camera -> style network -> display, one frame at a time.
+
+Live sources hand over only their newest frame, so a slow network drops frames instead of
+lagging. Styles change by key, by a rotation timer and from other threads (MQTT).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, List, Tuple
+
+import cv2
+import numpy as np
+
+from ..capture.sources import Source
+from ..core.config import KioskConfig
+from ..core.errors import ConfigError, SourceError
+from .outputs import NO_KEY, Output
+from .stylizer import Stylizer
+
+log = logging.getLogger(__name__)
+
+KEYS_HELP = "n/space: next style, p: previous, 1-9: pick, f: FPS overlay, c: colours, q/Esc: quit"
+
+
+class FpsMeter:
+    """Frames per second over a sliding window of recent frames."""
+
+    def __init__(self, window: int = 30):
+        self.times: List[float] = []
+        self.window = window
+
+    def tick(self) -> None:
+        self.times = (self.times + [time.monotonic()])[-self.window:]
+
+    @property
+    def fps(self) -> float:
+        if len(self.times) < 2 or self.times[-1] == self.times[0]:
+            return 0.0
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+class Kiosk:
+    def __init__(self, config: KioskConfig, stylizer: Stylizer, outputs: List[Output],
+                 rotation: List[str]):
+        if config.rotate_every < 0:
+            raise ConfigError(f"kiosk.rotate_every: must be >= 0, got {config.rotate_every}")
+        self.config = config
+        self.stylizer = stylizer
+        self.outputs = outputs
+        self.rotation = rotation
+        self.overlay = config.fps_overlay
+        self.meter = FpsMeter()
+        self.stop = threading.Event()
+        self.frames = 0
+        self.listeners: List[Callable[[str], None]] = []
+        self._next_rotation = 0.0
+
+    def set_style(self, name: str) -> str:
+        """Switch style (any thread); raises StyleError or ModelError and keeps the old one."""
+        name = self.stylizer.set_style(name)
+        log.info("style: %s", name)
+        for listener in self.listeners:
+            listener(name)
+        return name
+
+    def run(self, source: Source) -> int:
+        """Show frames until the source ends, a viewer quits, or ``stop`` is set."""
+        self._next_rotation = time.monotonic() + self.config.rotate_every
+        for frame, _ in source.frames():
+            styled = self.stylizer(frame)
+            shown = self.compose(styled)
+            for output in self.outputs:
+                self.on_key(output.show(shown))
+            self.meter.tick()
+            self.frames += 1
+            self.rotate_on_timer()
+            if self.stop.is_set() or any(output.closed for output in self.outputs):
+                break
+        else:
+            if self.frames == 0:
+                raise SourceError(f"{source.uri}: no frames")
+            log.info("%s: the source ended after %d frames", source.uri, self.frames)
+        return self.frames
+
+    def compose(self, styled: np.ndarray) -> np.ndarray:
+        size = self.display_size(styled.shape[1], styled.shape[0])
+        shown = styled if size == (styled.shape[1], styled.shape[0]) else \
+            cv2.resize(styled, size, interpolation=cv2.INTER_LINEAR)
+        if self.overlay:
+            text = f"{self.meter.fps:4.1f} fps  {self.stylizer.style}"
+            scale = max(0.5, shown.shape[0] / 720)
+            for colour, thickness in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+                cv2.putText(shown, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                            colour, max(1, int(thickness * scale)), cv2.LINE_AA)
+        return shown
+
+    def display_size(self, width: int, height: int) -> Tuple[int, int]:
+        w, h = self.config.display_width, self.config.display_height
+        if w and h:
+            return w, h
+        if w:
+            return w, max(1, round(w * height / width))
+        if h:
+            return max(1, round(h * width / height)), h
+        return width, height
+
+    def on_key(self, key: int) -> None:
+        if key == NO_KEY:
+            return
+        char = chr(key & 0xFF)
+        if char in ("q", "\x1b"):
+            self.stop.set()
+        elif char in ("n", " "):
+            self.step(1)
+        elif char == "p":
+            self.step(-1)
+        elif char.isdigit() and 1 <= int(char) <= len(self.rotation):
+            self.set_style(self.rotation[int(char) - 1])
+        elif char == "f":
+            self.overlay = not self.overlay
+        elif char == "c":
+            self.stylizer.colors = not self.stylizer.colors
+
+    def step(self, offset: int) -> None:
+        current = self.stylizer.style
+        index = self.rotation.index(current) if current in self.rotation else -1
+        self.set_style(self.rotation[(index + offset) % len(self.rotation)])
+
+    def rotate_on_timer(self) -> None:
+        if self.config.rotate_every > 0 and time.monotonic() >= self._next_rotation:
+            self._next_rotation = time.monotonic() + self.config.rotate_every
+            self.step(1)
+
+    def close(self) -> None:
+        for output in self.outputs:
+            output.close()
+
+
+def rotation_list(spec: str, available: List[str]) -> List[str]:
+    """``kiosk.rotation`` as names (empty: every available style)."""
+    names = [n.strip() for n in spec.split(",") if n.strip()] or list(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(f"kiosk.rotation: unknown style(s) {', '.join(unknown)} "
+                          f"(available: {', '.join(available)})")
+    return names

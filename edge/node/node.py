@@ -1,0 +1,157 @@
+"""The face-verification node on MQTT: the capture loop wired to events, states, stats,
+commands and Home Assistant discovery."""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from typing import Any, Callable, Dict, Optional
+
+import paho.mqtt.client as mqtt
+
+from ..capture.sources import Source
+from ..core.config import Config
+from ..core.errors import GalleryError
+from ..faces.analyzer import FaceAnalyzer
+from ..faces.decisions import Matcher
+from ..faces.gallery import load_gallery
+from ..mqtt.commands import CommandError, CommandRouter
+from ..mqtt.discovery import Discovery
+from ..mqtt.link import OFFLINE, ONLINE, link_from_config
+from ..mqtt.outbox import Outbox
+from ..mqtt.payloads import encode
+from ..mqtt.topics import Topics, check_level
+from .loop import RECENT_DECISIONS, CaptureLoop
+from .mqtt_sink import MqttSink
+from .sinks import open_sink
+from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jetkiosk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Node:
+    """Runs the capture loop and speaks MQTT for it."""
+
+    def __init__(self, config: Config, analyzer: FaceAnalyzer,
+                 load_matcher: Callable[[], Matcher]):
+        self.config = config
+        self.load_matcher = load_matcher
+        self.camera = check_level(config.run.camera, "run.camera")
+        self.topics = Topics.from_config(config.mqtt)
+        self.link = link_from_config(config.mqtt, self.topics,
+                                     Outbox(config.outbox_path, config.mqtt.outbox_capacity),
+                                     self.topics.availability)
+        self.mqtt_sink = MqttSink(self.link, self.topics, config.mqtt.face_crops,
+                                  config.mqtt.presence_refresh, config.mqtt.flush_timeout)
+        matcher = load_matcher()
+        self.loop = CaptureLoop(config, analyzer, matcher,
+                                open_sink(config.run.sink, {"mqtt": lambda: self.mqtt_sink}))
+        self.telemetry = Telemetry(self.loop, self.topics.node)
+        self.commands = CommandRouter(self.link, self.topics, config.mqtt.max_command_bytes)
+        self.commands.register("recognition", "enable", lambda c: self._recognition(True))
+        self.commands.register("recognition", "disable", lambda c: self._recognition(False))
+        self.commands.register("gallery", "reload", lambda c: self.reload())
+        self.commands.register("gallery", "reject", self._reject)
+        self._recognition(True)
+        self.discovery: Optional[Discovery] = None
+        if config.mqtt.discovery:
+            self.discovery = Discovery(self.topics, config.mqtt.discovery_prefix,
+                                       config.mqtt.presence_expire_after, _version())
+            self.link.subscribe(self.discovery.status_topic, self._on_ha_status)
+            self._announce(matcher)
+        if config.mqtt.stats_interval > 0:
+            self.link.every(config.mqtt.stats_interval, self.publish_stats)
+
+    def start(self) -> Node:
+        """Connect; an unreachable broker is not fatal (events wait in the outbox), bad
+        credentials or certificates are."""
+        self.link.start()
+        try:
+            connected = self.link.wait_connected(self.config.mqtt.connect_timeout)
+        except Exception:
+            self.loop.sink.close()
+            raise
+        if not connected:
+            log.warning("MQTT: %s; events are kept in the outbox until it answers",
+                        self.link.last_error or "not connected yet")
+        return self
+
+    def run(self, source: Source) -> int:
+        """The capture loop; at its end the camera is marked offline, the outbox flushed
+        (``mqtt.flush_timeout``) and the node's availability set offline."""
+        if source.online:
+            self.camera_state(True)
+        try:
+            return self.loop.run(source)
+        finally:
+            self.camera_state(False)
+            self.loop.sink.close()
+
+    def camera_state(self, online: bool) -> None:
+        """The source's availability, retained on ``<prefix>/<camera>/availability``."""
+        self.link.set_state(self.topics.camera_availability(self.camera),
+                            ONLINE if online else OFFLINE)
+
+    def reload(self) -> Dict[str, Any]:
+        """Load the gallery file again; the loop switches at its next frame."""
+        old = set(self.loop.matcher.names)
+        try:
+            matcher = self.load_matcher()
+        except Exception as exc:
+            raise CommandError(f"gallery not reloaded, the old one stays in use: {exc}") from exc
+        self.loop.matcher = matcher
+        new = set(matcher.names)
+        for name in old - new:
+            self.mqtt_sink.forget_person(name)
+        self._announce(matcher)
+        return {"people": len(new), "added": sorted(new - old), "removed": sorted(old - new)}
+
+    def _reject(self, command: Dict[str, Any]) -> Dict[str, Any]:
+        """``gallery reject``: the encoding a recent event was decided on is not ``name``;
+        stored in the gallery file (never a photo), then the gallery is reloaded."""
+        if "name" not in command or "event_id" not in command:
+            raise CommandError("reject needs name and event_id")
+        encoding = self.loop.decided_encoding(command["event_id"])
+        if encoding is None:
+            raise CommandError(f"event {command['event_id']} is not among this node's last "
+                               f"{RECENT_DECISIONS} decisions")
+        manifest = self.loop.analyzer.encoder_manifest
+        try:
+            gallery = load_gallery(self.config.gallery_path, manifest.fingerprint,
+                                   manifest.legacy_fingerprint)
+            count = gallery.reject(command["name"], encoding)
+            gallery.save(self.config.gallery_path)
+        except GalleryError as exc:
+            raise CommandError(str(exc)) from None
+        return {"name": command["name"], "rejections": count, **self.reload()}
+
+    def outbox_figures(self) -> Dict[str, int]:
+        return {"depth": self.link.outbox.depth, "dropped": self.link.outbox.dropped,
+                "in_flight": self.link.in_flight, "rejected": self.link.rejected,
+                "unsaved": self.link.unsaved}
+
+    def publish_stats(self) -> None:
+        self.link.set_state(self.topics.stats,
+                            encode(self.telemetry.snapshot(self.outbox_figures())), qos=0)
+
+    def _recognition(self, on: bool) -> Dict[str, Any]:
+        (self.loop.recognition.set if on else self.loop.recognition.clear)()
+        self.link.set_state(self.topics.recognition_state, b"ON" if on else b"OFF")
+        return {"recognition": on}
+
+    def _announce(self, matcher: Matcher) -> None:
+        if self.discovery is not None:
+            self.link.set_state(self.discovery.topic,
+                                self.discovery.message([self.camera], matcher.names))
+
+    def _on_ha_status(self, message: mqtt.MQTTMessage) -> None:
+        if message.payload == b"online":
+            log.info("Home Assistant is online: discovery sent again")
+            self._announce(self.loop.matcher)
