@@ -16,7 +16,7 @@ MODELS = ROOT / "build" / "bench-models"
 
 
 def models_dir() -> Path:
-    from jetkiosk.export.prepare import prepare
+    from jetkiosk.export.models.prepare import prepare
 
     prepare(MODELS, progress=lambda _: None)
     return MODELS

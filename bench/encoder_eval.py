@@ -81,7 +81,7 @@ def people_distances(a, aligner_align, flip=False):
 
 
 def main() -> None:
-    from jetkiosk.export.verification_eval import evaluate, verification_report
+    from jetkiosk.export.encoder.verification_eval import evaluate, verification_report
 
     a = analyzer("quality.min_sharpness=0")
     template = a.encoder_manifest.preprocess["align"]

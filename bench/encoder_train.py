@@ -45,10 +45,10 @@ def row(label: str, report, extra: str = "") -> None:
 
 def train(folder, held_out, out: Path, name: str, net, pre, steps: int, lr: float,
           mining: str, views: int, device: str, augment: str = "mirror,crop,color,pca"):
-    from jetkiosk.export.augment import Augmenter, AugmentSettings, pca_basis
-    from jetkiosk.export.encoder_export import export_encoder
-    from jetkiosk.export.encoder_train import EncoderTrainSettings, LabelledCrops, train_encoder
-    from jetkiosk.export.verification_eval import verification_report
+    from jetkiosk.export.encoder.augment import Augmenter, AugmentSettings, pca_basis
+    from jetkiosk.export.encoder.onnx_export import export_encoder
+    from jetkiosk.export.encoder.train import EncoderTrainSettings, LabelledCrops, train_encoder
+    from jetkiosk.export.encoder.verification_eval import verification_report
 
     fit, val = folder.subset(FIT), folder.subset(VAL)
     canvases = fit.align(pre, 8)
@@ -67,12 +67,12 @@ def train(folder, held_out, out: Path, name: str, net, pre, steps: int, lr: floa
 
 
 def main() -> None:
-    from jetkiosk.export.encoder_export import training_preprocess
-    from jetkiosk.export.encoder_nets import facenet_net, small_net
-    from jetkiosk.export.face_folder import detect_face_folder
-    from jetkiosk.export.head_train import train_head
-    from jetkiosk.export.small_resnet import SmallResNetConfig
-    from jetkiosk.export.verification_eval import verification_report
+    from jetkiosk.export.encoder.face_folder import detect_face_folder
+    from jetkiosk.export.encoder.head_train import train_head
+    from jetkiosk.export.encoder.nets import facenet_net, small_net
+    from jetkiosk.export.encoder.onnx_export import training_preprocess
+    from jetkiosk.export.encoder.small_resnet import SmallResNetConfig
+    from jetkiosk.export.encoder.verification_eval import verification_report
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")

@@ -31,7 +31,7 @@ from jetkiosk.edge.cli import demo
 from jetkiosk.edge.core.config import load_config
 from jetkiosk.edge.runtime.manifest import Manifest, load_manifest, variant_path
 from jetkiosk.edge.runtime.onnx_runtime import OnnxRuntimeBackend
-from jetkiosk.export.prepare import prepare
+from jetkiosk.export.models.prepare import prepare
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "faces"
 

@@ -3,7 +3,7 @@ are given one, as the gallery grows.
 
 On ../shared/faces/lfw-calib (716 people with 2-4 photos, 600 strangers), for galleries of
 K = 10, 100 and all people (random galleries drawn with seeds 0-4 and averaged for K < all;
-aliases merged first; the protocol of ``jetkiosk.export.open_set_eval``), it measures:
+aliases merged first; the protocol of ``jetkiosk.export.encoder.open_set_eval``), it measures:
 
 - TPIR (a person's other photos get their name) and FPIR (anyone not enrolled gets a name) of
   FaceNet CASIA at the old fixed tau=1.0 and at the target-FPIR rule, of face-reid-0095 at the
@@ -45,7 +45,7 @@ from common import ROOT, analyzer, cpu, models_dir, speed_flags
 from jetkiosk.edge.core.config import Config, load_config
 from jetkiosk.edge.faces.analyzer import model_manifest
 from jetkiosk.edge.faces.open_set import ThresholdRule, threshold_rule
-from jetkiosk.export.open_set_eval import (
+from jetkiosk.export.encoder.open_set_eval import (
     STRANGER,
     OpenSetFaces,
     PhotoFaces,
@@ -171,7 +171,7 @@ def photo_faces(source: Source) -> PhotoFaces:
     """Every detected face of every photo (the detections cache, or detected now)."""
     from jetkiosk.edge.faces.analyzer import configured_detector
     from jetkiosk.edge.runtime.backend import load_backend
-    from jetkiosk.export.open_set_eval import detect_photos
+    from jetkiosk.export.encoder.open_set_eval import detect_photos
 
     cached = source.cached(REID)[0]
     if cached.is_file():

@@ -109,10 +109,10 @@ def quality(side: int, gatys_steps: int) -> Dict[str, Dict[str, Dict[str, float]
     from skimage import data
 
     from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
-    from jetkiosk.export.gatys import stylize_image
-    from jetkiosk.export.loss_network import load_loss_network
-    from jetkiosk.export.style_images import builtin_styles, to_tensor
-    from jetkiosk.export.style_loss import StyleCost, StyleWeights
+    from jetkiosk.export.style.gatys import stylize_image
+    from jetkiosk.export.style.images import builtin_styles, to_tensor
+    from jetkiosk.export.style.loss import StyleCost, StyleWeights
+    from jetkiosk.export.style.loss_network import load_loss_network
 
     content = data.astronaut()
     scale = side / max(content.shape[:2])

@@ -1,1 +1,1 @@
-"""INT8 calibration and TensorRT engine building, on the device (issue 5)."""
+"""INT8 on the device: calibration sets, quantization and its accuracy gate, the commands."""

@@ -129,10 +129,9 @@ def cmd_quantize(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_build(args: argparse.Namespace, config: Config) -> int:
+    from jetkiosk.calibration.calib_set import load_set
     from jetkiosk.edge.runtime.backend import resolve
     from jetkiosk.edge.runtime.tensorrt.build import ensure_engine
-
-    from .calib_set import load_set
 
     if resolve(config.models.backend) != "tensorrt":  # jetkiosk-build.service on a PC
         print(f"models.backend {config.models.backend} is ONNX Runtime here: no engines to "

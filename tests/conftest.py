@@ -37,7 +37,7 @@ def broker(tmp_path):
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    from jetkiosk.export.prepare import prepare
+    from jetkiosk.export.models.prepare import prepare
 
     path = tmp_path_factory.mktemp("models")
     prepare(path, progress=lambda _: None)

@@ -142,3 +142,15 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def open_link(broker: Mosquitto, outbox_path: Path, client_id: str = "publisher") -> Any:
+    """jetkiosk's MQTT link to ``broker``, publishing from an outbox at ``outbox_path``."""
+    from jetkiosk.edge.core.config import MqttConfig
+    from jetkiosk.edge.mqtt.client import BrokerSettings
+    from jetkiosk.edge.mqtt.link import MqttLink
+    from jetkiosk.edge.mqtt.outbox import Outbox
+
+    settings = BrokerSettings.from_config(MqttConfig(broker=broker.uri, keepalive=5))
+    return MqttLink(settings, client_id, Outbox(outbox_path), "jetkiosk/test/availability",
+                    reconnect=(0.1, 1.0)).start()

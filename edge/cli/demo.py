@@ -84,7 +84,7 @@ def make_clip(path: Path, photos: Dict[str, np.ndarray]) -> List[str]:
 
 def run_demo(workdir: Path, config: Config) -> int:
     """Prepare, enroll, generate, then run the node and print what MQTT subscribers see."""
-    from jetkiosk.export.prepare import prepare
+    from jetkiosk.export.models.prepare import prepare
 
     from ..capture.sources import open_source
     from ..faces.analyzer import FaceAnalyzer

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict
 
-from jetkiosk.export import style_commands
+from jetkiosk.export.style import commands as style_commands
 
 from ..core.config import Config
 from ..core.errors import ImageError, JetkioskError, missing_extra
@@ -113,8 +113,8 @@ def _gatys(args: argparse.Namespace, content_bgr: Any) -> Any:
     import cv2
 
     try:
-        from jetkiosk.export.gatys import stylize_image
-        from jetkiosk.export.style_images import builtin_styles, read_rgb
+        from jetkiosk.export.style.gatys import stylize_image
+        from jetkiosk.export.style.images import builtin_styles, read_rgb
     except ImportError as exc:
         raise missing_extra("stylize-image --method gatys", "export", exc) from None
     styles = builtin_styles()

@@ -9,7 +9,7 @@ import sys
 from typing import List, Optional
 
 from jetkiosk.calibration import commands as int8
-from jetkiosk.export import encoder_commands
+from jetkiosk.export.encoder import commands as encoder_commands
 
 from ..core.errors import JetkioskError
 from ..core.log_format import setup_logging

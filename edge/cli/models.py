@@ -18,7 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
 
 
 def cmd_models(args: argparse.Namespace, config: Config) -> int:
-    from jetkiosk.export.prepare import prepare
+    from jetkiosk.export.models.prepare import prepare
 
     prepare(config.models_dir, force=args.force)
     return 0

@@ -1,4 +1,4 @@
-"""A persistent outbox for messages that must not be lost (issue 3's MQTT side uses it).
+"""A persistent outbox for messages that must not be lost: what the MQTT link publishes from.
 
 Every message is committed to SQLite before it is sent and deleted only when the broker
 acknowledges it, so it survives a broker restart, a network cut and a crash of our own

@@ -5,7 +5,7 @@ The bindings wheels (``tensorrt-bindings==8.6.1`` for JetPack 5's API, ``tensorr
 native libraries. pybind11 keeps every class, method, property and enum member name as a C
 string in ``tensorrt.so``, and the package's ``__init__.py`` adds a few Python helpers, so both
 are read as text. Output: tests/trt/api-<version>.txt, one name per line, read by
-tests/test_tensorrt_api.py. Usage:
+tests/runtime/test_tensorrt_api.py. Usage:
 
     python tests/trt/extract_api.py [wheel ...]   # default: pip download both wheels
 """

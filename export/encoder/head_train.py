@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from jetkiosk.edge.faces.verification_head import KINDS, VerificationHead, pair_features
-from jetkiosk.export.verification_eval import pairs
+from jetkiosk.export.encoder.verification_eval import pairs
 
 
 def train_head(encodings: np.ndarray, labels: np.ndarray, kind: str, fingerprint: str,

@@ -15,7 +15,7 @@ from jetkiosk.edge.core.errors import ModelError
 from jetkiosk.edge.faces.decisions import Matcher
 from jetkiosk.edge.faces.gallery import Gallery
 from jetkiosk.edge.faces.open_set import ScoreCalibration, ThresholdRule, calibration_of
-from jetkiosk.export.open_set_eval import (
+from jetkiosk.export.encoder.open_set_eval import (
     STRANGER,
     OpenSetFaces,
     merge_aliases,
@@ -23,7 +23,7 @@ from jetkiosk.export.open_set_eval import (
     runtime_faces,
     score_calibration,
 )
-from jetkiosk.export.prepare import BUNDLED
+from jetkiosk.export.models.prepare import BUNDLED
 
 # A synthetic encoder whose impostor rate is exactly p(tau) = 10 ** (A * tau - B), with
 # comparisons independent: FPIR(K, tau) = 1 - (1 - p) ** K.
@@ -228,7 +228,7 @@ def test_shipped_calibration_matches_a_fresh_one(lfw_faces, models_dir):
 def test_default_rule_holds_fpir_near_its_target_on_real_photos(lfw_faces):
     """The protocol of bench/open_set.py at the shipped default, K = 100 (five draws)."""
     from jetkiosk.edge.faces.analyzer import model_manifest
-    from jetkiosk.export.open_set_eval import open_set
+    from jetkiosk.export.encoder.open_set_eval import open_set
 
     config, faces, _ = lfw_faces
     calibration = calibration_of(model_manifest(config, config.models.encoder, "face-encoder"))

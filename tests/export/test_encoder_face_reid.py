@@ -19,11 +19,11 @@ from test_cli import run
 
 from jetkiosk.edge.core.config import load_config
 from jetkiosk.edge.runtime.manifest import load_manifest
-from jetkiosk.export.encoder_export import export_encoder, training_preprocess
-from jetkiosk.export.encoder_nets import build_net, face_reid_net
-from jetkiosk.export.prepare import FACE_REID_PREPROCESS
+from jetkiosk.export.encoder.nets import build_net, face_reid_net
+from jetkiosk.export.encoder.onnx_export import export_encoder, training_preprocess
+from jetkiosk.export.models.prepare import FACE_REID_PREPROCESS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "edge" / "faces" / "encoders" / "face-reid-0095.onnx"
 PEOPLE = ["Abdullah", "Adam_Sandler", "Al_Gore", "Al_Pacino"]  # lfw-calib, 3-4 photos each
 

@@ -8,11 +8,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_mqtt_delivery import open_link
 
 from jetkiosk.edge.core.errors import GalleryError
 from jetkiosk.edge.faces.gallery import Gallery, load_gallery
-from mosquitto import Mosquitto, Subscriber
+from mosquitto import Mosquitto, Subscriber, open_link
 
 
 @pytest.fixture

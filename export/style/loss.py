@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 import torch
 
-from jetkiosk.export.loss_network import VGG
+from jetkiosk.export.style.loss_network import VGG
 
 
 @dataclass

@@ -96,7 +96,7 @@ def test_a_missing_extra_is_named_with_its_install_command(tmp_path, monkeypatch
     import cv2
 
     cv2.imwrite(str(photo), np.zeros((64, 64, 3), np.uint8))
-    monkeypatch.setitem(sys.modules, "jetkiosk.export.gatys", None)  # as without torch
+    monkeypatch.setitem(sys.modules, "jetkiosk.export.style.gatys", None)  # as without torch
     assert main(["stylize-image", str(photo), "--style", "starry_night"]) == 2
     err = capsys.readouterr().err
     assert "stylize-image --method gatys needs the export extra " \

@@ -11,10 +11,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from jetkiosk.export.loss_network import load_loss_network
-from jetkiosk.export.style_images import to_rgb, to_tensor
-from jetkiosk.export.style_loss import StyleCost, StyleWeights
-from jetkiosk.export.style_train import pick_device
+from jetkiosk.export.device import pick_device
+from jetkiosk.export.style.images import to_rgb, to_tensor
+from jetkiosk.export.style.loss import StyleCost, StyleWeights
+from jetkiosk.export.style.loss_network import load_loss_network
 
 
 def stylize_image(content_rgb: np.ndarray, style_rgb: np.ndarray, steps: int = 300,

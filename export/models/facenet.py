@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from jetkiosk.edge.core.errors import ModelError
-from jetkiosk.export.inception_resnet_v1 import InceptionResnetV1
-from jetkiosk.export.tf_graph import FrozenGraph
+from jetkiosk.export.models.inception_resnet_v1 import InceptionResnetV1
+from jetkiosk.export.models.tf_graph import FrozenGraph
 
 # Constants in the graph that carry no weights (axes, shapes, fixed scales we check).
 _STRUCTURAL = ("/concat/axis", "/mul/x", "/shape", "/Shape/", "reduction_indices",

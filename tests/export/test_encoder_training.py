@@ -17,13 +17,13 @@ from jetkiosk.edge.core.errors import JetkioskError
 from jetkiosk.edge.faces.encoder import FaceEncoder, encoder_blob
 from jetkiosk.edge.runtime.backend import load_backend
 from jetkiosk.edge.runtime.manifest import load_manifest
-from jetkiosk.export.augment import Augmenter, AugmentSettings, pca_basis
-from jetkiosk.export.encoder_export import export_encoder, training_preprocess
-from jetkiosk.export.encoder_nets import facenet_net, small_net
-from jetkiosk.export.encoder_train import EncoderTrainSettings, LabelledCrops, train_encoder
-from jetkiosk.export.face_folder import detect_face_folder, identity_folders
-from jetkiosk.export.small_resnet import SmallResNetConfig
-from jetkiosk.export.verification_eval import verification_report
+from jetkiosk.export.encoder.augment import Augmenter, AugmentSettings, pca_basis
+from jetkiosk.export.encoder.face_folder import detect_face_folder, identity_folders
+from jetkiosk.export.encoder.nets import facenet_net, small_net
+from jetkiosk.export.encoder.onnx_export import export_encoder, training_preprocess
+from jetkiosk.export.encoder.small_resnet import SmallResNetConfig
+from jetkiosk.export.encoder.train import EncoderTrainSettings, LabelledCrops, train_encoder
+from jetkiosk.export.encoder.verification_eval import verification_report
 
 TRAIN = [f"s{i}" for i in range(1, 31)]
 HELD_OUT = [f"s{i}" for i in range(31, 41)]
@@ -125,7 +125,7 @@ def test_fine_tuned_facenet_is_no_worse_on_held_out_people(orl, models_dir, tmp_
 
 
 def test_training_resumes_where_it_stopped(orl, tmp_path, monkeypatch):
-    from jetkiosk.export import encoder_train
+    from jetkiosk.export.encoder import train as encoder_train
 
     train, _ = orl
     pre = training_preprocess(32)

@@ -7,18 +7,18 @@ import importlib
 import json
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from jetkiosk.edge.core.config import load_config
 from jetkiosk.edge.core.errors import ModelError
 from jetkiosk.edge.core.images import load_image
 from jetkiosk.edge.faces.analyzer import FaceAnalyzer
 from jetkiosk.edge.runtime.backend import resolve
 
-FAKES = Path(__file__).parent / "fakes"
+FAKES = ROOT / "tests" / "fakes"
 FAKE_MODULES = ("tensorrt", "pycuda", "pycuda.driver", "jetkiosk.edge.runtime.tensorrt.adapter",
                 "jetkiosk.edge.runtime.tensorrt.backend")
 

@@ -23,7 +23,7 @@ from jetkiosk.edge.runtime.manifest import (
     manifest_path,
     sha256_file,
 )
-from jetkiosk.export import retinaface
+from jetkiosk.export.models import retinaface
 
 BUILDER_VERSION = 3
 CALIBRATION_CHANGED = "score calibration changed"
@@ -55,7 +55,7 @@ FACE_REID_PREPROCESS: Dict[str, Any] = {
         [40.39, 59.08], [87.38, 58.86], [64.03, 81.98], [44.73, 105.56], [83.64, 105.38]]},
 }
 # Converted encoders and their score calibrations ship with jetkiosk.
-BUNDLED = Path(__file__).resolve().parents[1] / "edge" / "faces" / "encoders"
+BUNDLED = Path(__file__).resolve().parents[2] / "edge" / "faces" / "encoders"
 
 
 @dataclass
@@ -73,7 +73,7 @@ class ModelRecipe:
     postprocess: Dict[str, Any]
     # The source weights' sha256 and the converter's name/version: the encoder fingerprint.
     weights: Callable[[], str] = lambda: ""
-    converter: str = ""
+    converter: str = ""  # a stable name, not a module path: it is part of the fingerprint
 
     @property
     def open_set(self) -> Dict[str, Any]:
@@ -88,8 +88,8 @@ def facenet_graph() -> Path:
 
 
 def _build_facenet(out: Path, progress: Progress) -> None:
-    from jetkiosk.export.facenet import export_onnx, load_facenet
-    from jetkiosk.export.tf_graph import FrozenGraph
+    from jetkiosk.export.models.facenet import export_onnx, load_facenet
+    from jetkiosk.export.models.tf_graph import FrozenGraph
 
     graph_path = facenet_graph()
     progress(f"  reading {graph_path}")
@@ -104,12 +104,12 @@ def _facenet_weights() -> str:
 
 def _build_face_reid(out: Path, progress: Progress) -> None:
     source = BUNDLED / "face-reid-0095.onnx"
-    progress(f"  copying {source} (converted from OpenVINO IR by jetkiosk.export.openvino_ir)")
+    progress(f"  copying {source} (converted from OpenVINO IR by jetkiosk)")
     shutil.copyfile(source, out)
 
 
 def _face_reid_weights() -> str:
-    from jetkiosk.export.openvino_ir import SOURCE_SHA256
+    from jetkiosk.export.models.openvino_ir import SOURCE_SHA256
 
     return SOURCE_SHA256["face-reidentification-retail-0095.bin"]
 

@@ -111,7 +111,7 @@ def _faces(args: argparse.Namespace, config: Config):
     """The data folder's faces, found by the runtime's detector."""
     from jetkiosk.edge.faces.analyzer import configured_detector, model_manifest
     from jetkiosk.edge.runtime.backend import load_backend
-    from jetkiosk.export.face_folder import detect_face_folder
+    from jetkiosk.export.encoder.face_folder import detect_face_folder
 
     manifest = model_manifest(config, config.models.detector, "face-detector")
     detector = configured_detector(config, load_backend(config.models.backend, manifest,
@@ -137,20 +137,20 @@ def _encodings(config: Config, name: Optional[str], folder) -> Tuple[np.ndarray,
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
     try:
-        from jetkiosk.export.encoder_export import export_encoder, training_preprocess
-        from jetkiosk.export.encoder_nets import face_reid_net, facenet_net, small_net
-        from jetkiosk.export.encoder_train import EncoderTrainSettings, LabelledCrops, train_encoder
-        from jetkiosk.export.small_resnet import SmallResNetConfig
+        from jetkiosk.export.encoder.nets import face_reid_net, facenet_net, small_net
+        from jetkiosk.export.encoder.onnx_export import export_encoder, training_preprocess
+        from jetkiosk.export.encoder.small_resnet import SmallResNetConfig
+        from jetkiosk.export.encoder.train import EncoderTrainSettings, LabelledCrops, train_encoder
     except ImportError as exc:
         raise missing_extra("encoder train", "export", exc) from None
-    from jetkiosk.export.augment import Augmenter, AugmentSettings, pca_basis
+    from jetkiosk.export.encoder.augment import Augmenter, AugmentSettings, pca_basis
 
     base = None  # the preprocessing the alignment template comes from (None: FaceNet's)
     if args.backbone == "facenet":
         net = facenet_net(args.embedding)
         size, lr = 160, args.lr or 1e-4
     elif args.backbone == "face-reid":
-        from jetkiosk.export.prepare import RECIPES
+        from jetkiosk.export.models.prepare import RECIPES
 
         net = face_reid_net(args.embedding)
         base = next(r.preprocess for r in RECIPES if r.name == "face-reid-0095")
@@ -197,7 +197,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
-    from jetkiosk.export.verification_eval import (
+    from jetkiosk.export.encoder.verification_eval import (
         plot,
         squared_l2,
         verification_report,
@@ -234,8 +234,8 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
 def cmd_head(args: argparse.Namespace, config: Config) -> int:
     import json
 
-    from jetkiosk.export.head_train import train_head
-    from jetkiosk.export.verification_eval import verification_report
+    from jetkiosk.export.encoder.head_train import train_head
+    from jetkiosk.export.encoder.verification_eval import verification_report
 
     folder = _faces(args, config)
     encodings, manifest = _encodings(config, args.encoder, folder)
@@ -302,7 +302,7 @@ def cmd_calibrate(args: argparse.Namespace, config: Config) -> int:
     import json
 
     from jetkiosk.edge.faces.analyzer import model_manifest
-    from jetkiosk.export.open_set_eval import runtime_faces, score_calibration
+    from jetkiosk.export.encoder.open_set_eval import runtime_faces, score_calibration
 
     name = args.encoder or config.models.encoder
     manifest = model_manifest(config, name, "face-encoder")

@@ -20,11 +20,12 @@ from urllib.request import urlopen
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import ROOT
 from jetkiosk.edge.mqtt.outbox import Outbox
 from mosquitto import Mosquitto, Subscriber, free_port
 
 JETKIOSK = str(Path(sys.executable).parent / "jetkiosk")
-RTSP_SERVER = Path(__file__).parent / "rtsp_server.py"
+RTSP_SERVER = ROOT / "tests" / "rtsp_server.py"
 
 
 class Manager:

@@ -15,11 +15,11 @@ from skimage import data
 from jetkiosk.edge.core.errors import ModelError
 from jetkiosk.edge.kiosk.catalog import BUNDLED
 from jetkiosk.edge.runtime.manifest import load_manifest, sha256_file
-from jetkiosk.export.gatys import stylize_image
-from jetkiosk.export.loss_network import conv_names, load_loss_network, torchvision_indices
-from jetkiosk.export.style_loss import StyleCost, StyleWeights, content_cost, gram, style_layer_cost
-from jetkiosk.export.style_network import StyleNet, StyleNetConfig
-from jetkiosk.export.style_train import TrainSettings, export_style, train_style
+from jetkiosk.export.style.gatys import stylize_image
+from jetkiosk.export.style.loss import StyleCost, StyleWeights, content_cost, gram, style_layer_cost
+from jetkiosk.export.style.loss_network import conv_names, load_loss_network, torchvision_indices
+from jetkiosk.export.style.network import StyleNet, StyleNetConfig
+from jetkiosk.export.style.train import TrainSettings, export_style, train_style
 
 
 def test_gram_and_costs_follow_the_formulas():

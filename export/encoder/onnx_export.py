@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from jetkiosk.edge.runtime.manifest import Manifest
-from jetkiosk.export.encoder_nets import EncoderNet
-from jetkiosk.export.facenet import export_onnx
-from jetkiosk.export.prepare import FACENET_PREPROCESS, save_manifest
+from jetkiosk.export.encoder.nets import EncoderNet
+from jetkiosk.export.models.facenet import export_onnx
+from jetkiosk.export.models.prepare import FACENET_PREPROCESS, save_manifest
 
 # What the base model's manifest has and a trained encoder must not: they would give it the
 # base's fingerprint (``Manifest.fingerprint``) for different encodings.

@@ -15,10 +15,10 @@ from jetkiosk.edge.core.errors import GalleryError
 from jetkiosk.edge.faces.decisions import Matcher
 from jetkiosk.edge.faces.gallery import Gallery, load_gallery
 from jetkiosk.edge.faces.verification_head import VerificationHead
-from jetkiosk.export.augment import Augmenter, AugmentSettings, pca_basis
-from jetkiosk.export.head_train import train_head
-from jetkiosk.export.triplet_loss import TripletLoss
-from jetkiosk.export.verification_eval import evaluate, plot, verification_report
+from jetkiosk.export.encoder.augment import Augmenter, AugmentSettings, pca_basis
+from jetkiosk.export.encoder.head_train import train_head
+from jetkiosk.export.encoder.triplet_loss import TripletLoss
+from jetkiosk.export.encoder.verification_eval import evaluate, plot, verification_report
 
 
 def brute_force(emb: np.ndarray, labels: np.ndarray, margin: float, mining: str):

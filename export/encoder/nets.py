@@ -23,12 +23,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from jetkiosk.edge.core.errors import JetkioskError
-from jetkiosk.export.small_resnet import SmallResNet, SmallResNetConfig
+from jetkiosk.export.encoder.small_resnet import SmallResNet, SmallResNetConfig
 
 BACKBONES = ("facenet", "face-reid", "small")
 PRETRAINED = ("facenet", "face-reid")
 # face-reid-0095's IR, beside the checkout as in export/openvino_ir.py (../shared/models/...)
-FACE_REID_IR = (Path(__file__).resolve().parents[2] / "shared" / "models" / "face-reid-0095"
+FACE_REID_IR = (Path(__file__).resolve().parents[3] / "shared" / "models" / "face-reid-0095"
                 / "face-reidentification-retail-0095.xml")
 
 
@@ -84,9 +84,9 @@ class EncoderNet(nn.Module):
 
 def facenet_net(embedding: int = 0) -> EncoderNet:
     """Pretrained FaceNet; ``embedding`` > 0 replaces its embedding layer with a new one."""
-    from jetkiosk.export.facenet import load_facenet
-    from jetkiosk.export.prepare import facenet_graph
-    from jetkiosk.export.tf_graph import FrozenGraph
+    from jetkiosk.export.models.facenet import load_facenet
+    from jetkiosk.export.models.prepare import facenet_graph
+    from jetkiosk.export.models.tf_graph import FrozenGraph
 
     base = load_facenet(FrozenGraph(facenet_graph()))
     units = [base.stem, *base.repeat_1, base.mixed_6a, *base.repeat_2, base.mixed_7a,
@@ -216,7 +216,7 @@ def _ir_units(layers: Sequence[Any], entry: int) -> List[nn.Module]:
 def face_reid_net(embedding: int = 0, xml: Optional[Path] = None) -> EncoderNet:
     """face-reid-0095 from its IR (``xml``, default ``FACE_REID_IR``); ``embedding`` > 0
     replaces its embedding layer (the last 1x1 convolution) with a new one."""
-    from jetkiosk.export.openvino_ir import SOURCE_SHA256, read_ir
+    from jetkiosk.export.models.openvino_ir import SOURCE_SHA256, read_ir
 
     xml = Path(xml or FACE_REID_IR)
     if not xml.is_file():

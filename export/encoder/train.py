@@ -26,12 +26,12 @@ import torch
 
 from jetkiosk.edge.core.errors import JetkioskError
 from jetkiosk.edge.faces.encoder import encoder_blob
-from jetkiosk.export.augment import Augmenter
 from jetkiosk.export.checkpoint import load_checkpoint, save_checkpoint
-from jetkiosk.export.encoder_nets import EncoderNet, set_train_mode
-from jetkiosk.export.style_train import pick_device
-from jetkiosk.export.triplet_loss import TripletLoss
-from jetkiosk.export.verification_eval import squared_l2, verification_report
+from jetkiosk.export.device import pick_device
+from jetkiosk.export.encoder.augment import Augmenter
+from jetkiosk.export.encoder.nets import EncoderNet, set_train_mode
+from jetkiosk.export.encoder.triplet_loss import TripletLoss
+from jetkiosk.export.encoder.verification_eval import squared_l2, verification_report
 
 COLLAPSED = 1e-3  # mean negative distance under which the embeddings have collapsed
 

@@ -15,8 +15,8 @@ from jetkiosk.edge.core.errors import ConfigError, ModelError
 from jetkiosk.edge.faces.encoder import encoder_blob
 from jetkiosk.edge.runtime.backend import load_backend
 from jetkiosk.edge.runtime.manifest import load_manifest, sha256_file
-from jetkiosk.export import prepare as prep
-from jetkiosk.export.tf_graph import FrozenGraph
+from jetkiosk.export.models import prepare as prep
+from jetkiosk.export.models.tf_graph import FrozenGraph
 
 
 def _graph_path() -> Path:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jetkiosk.edge.core.errors import ModelError
-from jetkiosk.export.openvino_ir import (
+from jetkiosk.export.models.openvino_ir import (
     CONVERTER_VERSION,
     SOURCE_SHA256,
     convert,
@@ -22,7 +22,7 @@ from jetkiosk.export.openvino_ir import (
     torch_reference,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 XML = "face-reidentification-retail-0095.xml"
 BIN = "face-reidentification-retail-0095.bin"
 SHIPPED = ROOT / "edge" / "faces" / "encoders" / "face-reid-0095.onnx"

@@ -32,7 +32,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> int:
     try:
-        from jetkiosk.export.style_train import run
+        from jetkiosk.export.style.train import run
     except ImportError as exc:
         raise missing_extra("styles train", "export", exc) from None
     return run(args)

@@ -20,9 +20,10 @@ import torch
 from jetkiosk.edge.core.errors import JetkioskError
 from jetkiosk.edge.runtime.manifest import Manifest, TensorSpec, manifest_path, sha256_file
 from jetkiosk.export.checkpoint import load_checkpoint, save_checkpoint
-from jetkiosk.export.loss_network import load_loss_network
-from jetkiosk.export.style_loss import StyleCost, StyleWeights
-from jetkiosk.export.style_network import StyleNet, StyleNetConfig
+from jetkiosk.export.device import pick_device
+from jetkiosk.export.style.loss import StyleCost, StyleWeights
+from jetkiosk.export.style.loss_network import load_loss_network
+from jetkiosk.export.style.network import StyleNet, StyleNetConfig
 
 STYLE_PREPROCESS = {"color": "RGB", "layout": "NCHW", "range": [0.0, 1.0],
                     "multiple_of": 4}
@@ -42,18 +43,6 @@ class TrainSettings:
     # measures the flicker. 1e13 puts it near the style term while the shimmer is large.
     stability: float = 1e13
     noise: float = 0.03
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise JetkioskError("--device cuda: no CUDA device is visible to PyTorch")
-    if name == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    return torch.device(name)
 
 
 class CropSampler:
@@ -97,7 +86,7 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
     """
     from tqdm import tqdm
 
-    from jetkiosk.export.style_images import to_tensor
+    from jetkiosk.export.style.images import to_tensor
 
     net_config, weights = net_config or StyleNetConfig(), weights or StyleWeights()
     settings = settings or TrainSettings()
@@ -180,10 +169,10 @@ def _given(kind: Any, **values: Any) -> Any:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m jetkiosk.export.style_train --style S.png --name N [--content DIR]``."""
+    """``python -m jetkiosk.export.style.train --style S.png --name N [--content DIR]``."""
     import argparse
 
-    from jetkiosk.export.style_commands import add_train_arguments
+    from jetkiosk.export.style.commands import add_train_arguments
 
     parser = argparse.ArgumentParser(prog="jetkiosk styles train",
                                      description="train a style network, export ONNX")
@@ -195,7 +184,7 @@ def run(args: Any) -> int:
     """Train with the parsed ``styles train`` arguments and export the style."""
     import cv2
 
-    from jetkiosk.export.style_images import (
+    from jetkiosk.export.style.images import (
         default_content,
         folder_images,
         read_rgb,

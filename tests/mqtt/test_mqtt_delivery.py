@@ -10,19 +10,10 @@ import sys
 import threading
 import time
 
-from jetkiosk.edge.core.config import MqttConfig
-from jetkiosk.edge.mqtt.client import BrokerSettings
-from jetkiosk.edge.mqtt.link import MqttLink
 from jetkiosk.edge.mqtt.outbox import Outbox
-from mosquitto import Mosquitto, Subscriber
+from mosquitto import Mosquitto, Subscriber, open_link
 
 TOPIC = "jetkiosk/test/cam0/faces/events"
-
-
-def open_link(broker: Mosquitto, outbox_path, client_id: str = "publisher") -> MqttLink:
-    settings = BrokerSettings.from_config(MqttConfig(broker=broker.uri, keepalive=5))
-    return MqttLink(settings, client_id, Outbox(outbox_path), "jetkiosk/test/availability",
-                    reconnect=(0.1, 1.0)).start()
 
 
 def event(i: int) -> bytes:

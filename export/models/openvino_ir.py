@@ -8,7 +8,7 @@ PReLU, Eltwise sum/mul (numpy broadcasting), Pooling avg, Activation sigmoid. ``
 runs the same IR layer by layer with ``torch.nn.functional``, independently of the ONNX builder,
 so tests can check the conversion tensor by tensor.
 
-Usage: ``python -m jetkiosk.export.openvino_ir SRC_DIR OUT.onnx``
+Usage: ``python -m jetkiosk.export.models.openvino_ir SRC_DIR OUT.onnx``
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from jetkiosk.edge.core.errors import ModelError
 from jetkiosk.edge.runtime.manifest import sha256_file
 
 CONVERTER_VERSION = 1
-PRODUCER_NAME = "jetkiosk.export.openvino_ir"
+PRODUCER_NAME = "jetkiosk.export.openvino_ir"  # in the shipped ONNX file: kept as first written
 OPSET = 17
 # ONNX IR version 8 is the one that goes with opset 17 (onnx 1.12): older runtimes read it.
 ONNX_IR_VERSION = 8
@@ -473,7 +473,7 @@ def convert(src_dir: Path, out: Path) -> Dict[str, str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``SRC_DIR OUT.onnx``: convert, print the source checksums; 1 on a ModelError."""
-    parser = argparse.ArgumentParser(prog="python -m jetkiosk.export.openvino_ir",
+    parser = argparse.ArgumentParser(prog="python -m jetkiosk.export.models.openvino_ir",
                                      description="OpenVINO IR v5 face-reid-0095 -> ONNX")
     parser.add_argument("src_dir", type=Path, metavar="SRC_DIR")
     parser.add_argument("out", type=Path, metavar="OUT.onnx")
