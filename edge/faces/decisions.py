@@ -64,7 +64,7 @@ class Matcher:
         self.thresholds = np.array([self._threshold(n) for n in self.names], np.float32)
 
     def _own(self, name: str) -> Optional[float]:
-        return self.gallery.people[name]["threshold"]
+        return self.gallery.person(name).threshold
 
     def _rejection_limit(self, name: str) -> Optional[float]:
         """Just below the distance from ``name``'s template to the closest rejected encoding."""
@@ -104,7 +104,7 @@ class Matcher:
         """Why ``name``'s decisions use the threshold they do."""
         if self.head is not None:
             return "verification head"
-        if name not in self.gallery.people:
+        if name is None or name not in self.gallery:
             return self.rule
         unrejected = self._threshold(name, one_to_one, rejections=False)
         limit = self._limits[name]

@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -33,6 +34,22 @@ FORMAT = "jetkiosk-gallery"
 VERSIONS = (1, 2, 3)
 
 
+@dataclass
+class Person:
+    """One enrolled person: their encodings, the encodings confirmed not to be them, their own
+    threshold (None: the gallery's rule decides) and when they were first enrolled."""
+
+    name: str
+    encodings: np.ndarray  # n x D, one row per enrolled photo or frame
+    rejected: np.ndarray  # r x D: "this is not name" (``jetkiosk gallery reject``)
+    threshold: Optional[float] = None
+    enrolled: float = field(default_factory=time.time)
+
+    def record(self) -> Dict[str, Any]:
+        """What the file's header keeps of this person (the arrays are stored beside it)."""
+        return {"threshold": self.threshold, "enrolled": self.enrolled}
+
+
 class Gallery:
     """People and their encodings, bound to one encoder fingerprint."""
 
@@ -42,22 +59,27 @@ class Gallery:
         self.dim = dim
         self.threshold: Optional[float] = None
         self.head: Optional[VerificationHead] = None  # decide with it instead of a threshold
-        self.people: Dict[str, Dict[str, Any]] = {}  # name -> {"threshold", "enrolled"}
-        self._encodings: Dict[str, np.ndarray] = {}  # name -> n x D
-        self._rejected: Dict[str, np.ndarray] = {}  # name -> r x D: "this is not name"
+        self._people: Dict[str, Person] = {}
 
     # -- people -----------------------------------------------------------------
     @property
     def names(self) -> List[str]:
-        return sorted(self.people)
+        return sorted(self._people)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._people
+
+    def person(self, name: str) -> Person:
+        """``name``'s record; GalleryError when nobody of that name is enrolled."""
+        if name not in self._people:
+            raise GalleryError(f"no person named {name!r} in the gallery")
+        return self._people[name]
 
     def encodings(self, name: str) -> np.ndarray:
-        return self._encodings[self._known(name)]
+        return self.person(name).encodings
 
-    def _known(self, name: str) -> str:
-        if name not in self.people:
-            raise GalleryError(f"no person named {name!r} in the gallery")
-        return name
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.dim), np.float32)
 
     def add(self, name: str, encodings: np.ndarray) -> int:
         """Enroll (or add photos to) ``name``; returns that person's photo count."""
@@ -67,44 +89,40 @@ class Gallery:
         encodings = np.asarray(encodings, np.float32).reshape(-1, self.dim)
         if not len(encodings):
             raise GalleryError(f"no encodings to enroll for {name!r}")
-        old = self._encodings.get(name, np.zeros((0, self.dim), np.float32))
-        self._encodings[name] = np.concatenate([old, encodings])
-        self.people.setdefault(name, {"threshold": None, "enrolled": time.time()})
-        return len(self._encodings[name])
+        person = self._people.setdefault(name, Person(name, self._empty(), self._empty()))
+        person.encodings = np.concatenate([person.encodings, encodings])
+        return len(person.encodings)
 
     def remove(self, name: str) -> None:
-        self._known(name)
-        del self.people[name], self._encodings[name]
-        self._rejected.pop(name, None)
+        del self._people[self.person(name).name]
 
     def rename(self, old: str, new: str) -> None:
-        self._known(old)
-        if new in self.people:
+        person = self.person(old)
+        if new in self._people:
             raise GalleryError(f"{new!r} is already enrolled")
-        self.add(new, self._encodings[old])
-        self.people[new] = self.people[old]
-        if old in self._rejected:
-            self._rejected[new] = self._rejected[old]
+        self.add(new, person.encodings)
+        self._people[new].rejected = person.rejected
+        self._people[new].threshold, self._people[new].enrolled = person.threshold, \
+            person.enrolled
         self.remove(old)
 
     def reject(self, name: str, encoding: np.ndarray) -> int:
         """Record that ``encoding`` is not ``name``; returns that person's rejection count."""
+        person = self.person(name)
         encoding = np.asarray(encoding, np.float32).reshape(-1, self.dim)
-        old = self._rejected.get(self._known(name), np.zeros((0, self.dim), np.float32))
-        self._rejected[name] = np.concatenate([old, encoding])
-        return len(self._rejected[name])
+        person.rejected = np.concatenate([person.rejected, encoding])
+        return len(person.rejected)
 
     def rejections(self, name: str) -> np.ndarray:
         """Encodings confirmed not to be ``name`` (r x D, possibly empty)."""
-        return self._rejected.get(self._known(name), np.zeros((0, self.dim), np.float32))
+        return self.person(name).rejected
 
     def set_threshold(self, value: Optional[float], name: Optional[str] = None) -> None:
-        if value is not None and not 0.0 < value < 4.0:
-            raise GalleryError(f"threshold {value} out of range (0, 4) for squared L2 distance")
+        _check_threshold(value)
         if name is None:
             self.threshold = value
         else:
-            self.people[self._known(name)]["threshold"] = value
+            self.person(name).threshold = value
 
     def set_head(self, head: Optional[VerificationHead]) -> None:
         """Decide with ``head`` (None: back to the distance threshold)."""
@@ -124,8 +142,8 @@ class Gallery:
 
     def templates(self) -> np.ndarray:
         """Every person's template, in ``names`` order."""
-        if not self.people:
-            return np.zeros((0, self.dim), np.float32)
+        if not self._people:
+            return self._empty()
         return np.stack([self.template(n) for n in self.names])
 
     # -- file -------------------------------------------------------------------
@@ -134,18 +152,19 @@ class Gallery:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         names = self.names
-        rejected = [n for n in names if n in self._rejected]
+        people = [self._people[n] for n in names]
+        rejected = [p for p in people if len(p.rejected)]
         version = 3 if rejected else 1 if self.head is None else 2
         header = {
             "format": FORMAT, "version": version,
             "encoder": self.encoder, "fingerprint": self.fingerprint, "dim": self.dim,
-            "threshold": self.threshold, "people": {n: self.people[n] for n in names},
+            "threshold": self.threshold, "people": {p.name: p.record() for p in people},
         }
         if self.head is not None:
             header["head"] = self.head.as_dict()
-        owner = np.concatenate([np.full(len(self._encodings[n]), i, np.int32)
-                                for i, n in enumerate(names)] or [np.zeros(0, np.int32)])
-        rows = [self._encodings[n] for n in names] or [np.zeros((0, self.dim), np.float32)]
+        owner = np.concatenate([np.full(len(p.encodings), i, np.int32)
+                                for i, p in enumerate(people)] or [np.zeros(0, np.int32)])
+        rows = [p.encodings for p in people] or [self._empty()]
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
             try:
@@ -155,10 +174,10 @@ class Gallery:
                         "names": np.array(names, dtype=str), "owner": owner,
                         "encodings": np.concatenate(rows).astype(np.float32)}
                     if rejected:
-                        arrays["rejected"] = np.concatenate([self._rejected[n] for n in rejected])
+                        arrays["rejected"] = np.concatenate([p.rejected for p in rejected])
                         arrays["rejected_owner"] = np.concatenate([
-                            np.full(len(self._rejected[n]), names.index(n), np.int32)
-                            for n in rejected])
+                            np.full(len(p.rejected), names.index(p.name), np.int32)
+                            for p in rejected])
                     np.savez(fh, **arrays)
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -223,9 +242,10 @@ def load_gallery(path: Path, fingerprint: Optional[str] = None,
     gallery.threshold = header.get("threshold")
     if header.get("head") is not None:
         gallery.set_head(VerificationHead.from_dict(header["head"], dim, f"{path}: head"))
+    records = header.get("people")
     for i, name in enumerate(names):
         gallery.add(name, rows[owner == i])
-        gallery.people[name] = dict(header["people"][name])
+        _restore(gallery.person(name), records, f"{path}: person {name!r}")
     if rejected is not None:
         vectors, whose = rejected
         if vectors.ndim != 2 or vectors.shape[1] != dim or len(whose) != len(vectors) or (
@@ -234,3 +254,21 @@ def load_gallery(path: Path, fingerprint: Optional[str] = None,
         for i in np.unique(whose):
             gallery.reject(names[int(i)], vectors[whose == i])
     return gallery
+
+
+def _check_threshold(value: Optional[float], where: str = "threshold") -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not 0.0 < value < 4.0):
+        raise GalleryError(f"{where} {value!r} out of range (0, 4) for squared L2 distance")
+
+
+def _restore(person: Person, records: Any, where: str) -> None:
+    """The header's record of ``person``: their own threshold and enrollment time."""
+    record = records.get(person.name) if isinstance(records, dict) else None
+    if not isinstance(record, dict):
+        raise GalleryError(f"{where}: missing from the header")
+    _check_threshold(record.get("threshold"), f"{where}: threshold")
+    enrolled = record.get("enrolled", person.enrolled)
+    if isinstance(enrolled, bool) or not isinstance(enrolled, (int, float)):
+        raise GalleryError(f"{where}: enrollment time {enrolled!r} is not a number")
+    person.threshold, person.enrolled = record.get("threshold"), float(enrolled)

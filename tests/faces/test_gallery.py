@@ -41,11 +41,39 @@ def test_round_trip_mode_and_operations(small, tmp_path):
     loaded.remove("ann")
     loaded.save(path)
     again = load_gallery(path)
-    assert again.names == ["robert"] and again.people["robert"]["threshold"] == 0.5
+    assert again.names == ["robert"] and again.person("robert").threshold == 0.5
     with pytest.raises(GalleryError, match="no person named 'ann'"):
         again.remove("ann")
     with pytest.raises(GalleryError, match="out of range"):
         again.set_threshold(7.0)
+
+
+def test_a_person_keeps_their_record_through_rename_and_save(small, tmp_path):
+    small.set_threshold(0.5, "bob")
+    small.reject("bob", small.encodings("ann")[:1])
+    enrolled = small.person("bob").enrolled
+    small.rename("bob", "robert")
+    small.save(tmp_path / "g.npz")
+    robert = load_gallery(tmp_path / "g.npz").person("robert")
+    assert (robert.threshold, robert.enrolled) == (0.5, enrolled)
+    assert np.array_equal(robert.rejected, small.encodings("ann")[:1])
+    assert "bob" not in small and "robert" in small
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"threshold": "0.5", "enrolled": 1.0}, "person 'bob': threshold '0.5' out of range"),
+    ({"threshold": 9.0, "enrolled": 1.0}, "person 'bob': threshold 9.0 out of range"),
+    ({"threshold": None, "enrolled": "yesterday"}, "enrollment time 'yesterday' is not a"),
+    (None, "person 'bob': missing from the header")])
+def test_a_bad_person_record_in_the_header_is_refused(small, tmp_path, monkeypatch, record,
+                                                      message):
+    def record_of(person):
+        return record if person.name == "bob" else {"threshold": None, "enrolled": 1.0}
+
+    monkeypatch.setattr(gallery_mod.Person, "record", record_of)
+    small.save(tmp_path / "g.npz")
+    with pytest.raises(GalleryError, match=message):
+        load_gallery(tmp_path / "g.npz")
 
 
 def test_photos_are_never_stored(small, tmp_path):
