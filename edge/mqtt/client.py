@@ -123,6 +123,16 @@ def connect(client: mqtt.Client, settings: BrokerSettings, persistent: bool = Fa
         client.connect(settings.host, settings.port, settings.keepalive)
 
 
+def connect_or_explain(client: mqtt.Client, settings: BrokerSettings,
+                       persistent: bool = False) -> None:
+    """``connect`` for a short-lived client (a listener, one request): a failure is an
+    MqttError that says what it means."""
+    try:
+        connect(client, settings, persistent)
+    except (OSError, ValueError) as exc:
+        raise MqttError(describe_exception(exc, settings)) from exc
+
+
 def describe_exception(exc: BaseException, settings: BrokerSettings) -> str:
     """What a failed connection attempt means, in one line."""
     where = settings.address

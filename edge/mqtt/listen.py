@@ -13,8 +13,7 @@ from ..core.config import MqttConfig
 from .client import (
     BrokerSettings,
     MqttError,
-    connect,
-    describe_exception,
+    connect_or_explain,
     describe_refusal,
     make_client,
 )
@@ -99,10 +98,7 @@ def listen(config: MqttConfig, topic_filter: str, emit: Callable[[str, Any, bool
         printed[0] += 1
 
     client.on_connect, client.on_message = on_connect, on_message
-    try:
-        connect(client, settings, persistent=bool(session))
-    except (OSError, ValueError) as exc:
-        raise MqttError(describe_exception(exc, settings)) from exc
+    connect_or_explain(client, settings, persistent=bool(session))
     deadline = time.monotonic() + timeout if timeout else None
     while deadline is None or time.monotonic() < deadline:
         if count and printed[0] >= count or error or stop is not None and stop.is_set():

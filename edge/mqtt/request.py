@@ -14,8 +14,7 @@ from ..core.errors import JetkioskError
 from .client import (
     BrokerSettings,
     MqttError,
-    connect,
-    describe_exception,
+    connect_or_explain,
     describe_refusal,
     make_client,
 )
@@ -52,10 +51,7 @@ def send_command(config: MqttConfig, target: str, command: Dict[str, Any],
 
     client.on_connect, client.on_subscribe = on_connect, on_subscribe
     client.on_message = on_message
-    try:
-        connect(client, settings)
-    except (OSError, ValueError) as exc:
-        raise MqttError(describe_exception(exc, settings)) from exc
+    connect_or_explain(client, settings)
     deadline = time.monotonic() + timeout
     try:
         while not replies and not errors and time.monotonic() < deadline:
