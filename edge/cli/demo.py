@@ -86,7 +86,6 @@ def run_demo(workdir: Path, config: Config) -> int:
     """Prepare, enroll, generate, then run the node and print what MQTT subscribers see."""
     from jetkiosk.export.models.prepare import prepare
 
-    from ..capture.sources import open_source
     from ..faces.analyzer import FaceAnalyzer
     from ..faces.decisions import Matcher
     from ..faces.gallery import Gallery
@@ -95,7 +94,7 @@ def run_demo(workdir: Path, config: Config) -> int:
     from ..mqtt.demo_broker import EmbeddedBroker, answers
     from ..mqtt.listen import describe, listen
     from ..mqtt.topics import every_node
-    from ..node.node import Node
+    from ..node.daemon import Runner
 
     workdir.mkdir(parents=True, exist_ok=True)
     for key, value in (("models", "dir"), ("gallery", "path"), ("mqtt", "outbox")):
@@ -135,12 +134,15 @@ def run_demo(workdir: Path, config: Config) -> int:
     listener = threading.Thread(target=listen, args=(config.mqtt, everything, emit),
                                 kwargs={"stop": stop}, daemon=True)
     listener.start()
+    config.run.source = f"file://{clip.resolve()}"
+
+    def matcher() -> Matcher:
+        return Matcher(gallery, threshold_rule(config.gallery, analyzer.encoder_manifest))
+
     try:
-        node = Node(config, analyzer,
-                    lambda: Matcher(gallery, threshold_rule(config.gallery,
-                                                            analyzer.encoder_manifest))).start()
-        log(f"running the node on file://{clip.resolve()}; a subscriber prints {everything}")
-        frames = node.run(open_source(f"file://{clip.resolve()}"))
+        with Runner(config, analyzer, matcher) as runner:
+            log(f"running the node on {config.run.source}; a subscriber prints {everything}")
+            frames = runner.start().run()
         log(f"{frames} frames processed")
     finally:
         stop.wait(1.0)  # the last messages reach the listener

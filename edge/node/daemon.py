@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from types import FrameType
-from typing import Callable, Dict, Iterator, Optional
+from types import FrameType, TracebackType
+from typing import Any, Callable, Dict, Iterator, Optional, Type, final
 from urllib.parse import urlsplit
 
 from ..capture.reconnect import ReconnectingSource
@@ -21,8 +21,12 @@ from ..core.config import Config
 from ..core.errors import SourceError
 from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
+from ..mqtt.link import link_from_config
+from ..mqtt.outbox import Outbox
+from ..mqtt.topics import Topics
 from .loop import CaptureLoop
 from .metrics import LoopCollector, MetricsServer
+from .mqtt_sink import MqttSink
 from .node import Node
 from .reload import Reloader
 from .sinks import open_sink, sink_uris
@@ -44,61 +48,118 @@ def signal_handlers(handlers: Dict[signal.Signals, Callable[[], None]]) -> Itera
             signal.signal(sig, old)
 
 
+@final
+class Runner:
+    """The one owner of what a run opens.
+
+    Opened in this order, and closed once in the reverse order however the ``with`` block is
+    left (the source's end, ``loop.shutdown`` from a signal, an exception while opening,
+    connecting or running):
+
+    1. the outbox and the MQTT link, when ``run.sink`` names ``mqtt``;
+    2. the sinks (``jsonl`` files);
+    3. the metrics endpoint (``metrics.listen``);
+    4. the source (``run.source``), opened before any connection so that a bad one fails fast.
+
+    Closing the link drains the outbox for up to ``mqtt.flush_timeout`` s and publishes the
+    node ``offline``; the outbox is closed only after the link's thread has stopped.
+    """
+
+    def __init__(self, config: Config, analyzer: FaceAnalyzer,
+                 load_matcher: Callable[[], Matcher],
+                 load_config: Optional[Callable[[], Config]] = None):
+        """``load_config`` is what SIGHUP reads (default: the same settings, the gallery
+        reloaded)."""
+        self.config = config
+        self.load_matcher = load_matcher
+        matcher = load_matcher()
+        self.node: Optional[Node] = None
+        self.metrics: Optional[MetricsServer] = None
+        with contextlib.ExitStack() as stack:
+            mqtt = self._open_mqtt(stack) if "mqtt" in sink_uris(config.run.sink) else None
+            sink = open_sink(config.run.sink, {"mqtt": mqtt} if mqtt else {})
+            stack.callback(sink.close)
+            self.loop = CaptureLoop(config, analyzer, matcher, sink)
+            if mqtt is not None:
+                self.node = Node(config, self.loop, mqtt, load_matcher)
+            self.reloader = Reloader(config, load_config or (lambda: config), self.reload)
+            if config.metrics.listen:
+                self.metrics = MetricsServer(config.metrics.listen, LoopCollector(
+                    self.loop, self.node.outbox_figures if self.node else None,
+                    lambda: self.reloader.reloads))
+                stack.callback(self.metrics.close)
+                log.info("metrics on http://%s/metrics", config.metrics.listen)
+            self.source = self._open_source()
+            stack.callback(self.source.close)
+            self._opened = stack.pop_all()
+
+    def _open_mqtt(self, stack: contextlib.ExitStack) -> MqttSink:
+        """The outbox and the link to the broker (not connected yet), registered on
+        ``stack`` so that the link is closed before the outbox it drains."""
+        settings = self.config.mqtt
+        topics = Topics.from_config(settings)
+        outbox = Outbox(self.config.outbox_path, settings.outbox_capacity)
+        stack.callback(outbox.close)
+        link = link_from_config(settings, topics, outbox, topics.availability)
+        stack.callback(link.close, settings.flush_timeout)
+        return MqttSink(link, topics, settings.face_crops, settings.presence_refresh)
+
+    def _open_source(self) -> Source:
+        """A live source reopens itself; its state goes to MQTT when there is a node."""
+        uri = self.config.run.source
+        if urlsplit(uri).scheme not in LIVE_SCHEMES:
+            return open_source(uri)
+        if self.node is None:
+            return ReconnectingSource(uri, self.config.run)
+        return ReconnectingSource(uri, self.config.run, self.node.camera_state)
+
+    def start(self) -> Runner:
+        """Connect to the broker, if there is one (see ``Node.start``)."""
+        if self.node is not None:
+            self.node.start()
+        return self
+
+    def run(self) -> int:
+        """The capture loop over the source until it ends or ``loop.shutdown``; returns the
+        frames processed."""
+        if self.node is None:
+            return self.loop.run(self.source)
+        return self.node.run(self.source)
+
+    def reload(self) -> Dict[str, Any]:
+        """The gallery again (SIGHUP); the loop switches at its next frame."""
+        if self.node is not None:
+            return self.node.reload()
+        self.loop.matcher = self.load_matcher()
+        return {"people": len(self.loop.matcher.names)}
+
+    def close(self) -> None:
+        """Close everything opened, in reverse order; a second call does nothing."""
+        self._opened.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, kind: Optional[Type[BaseException]], value: Optional[BaseException],
+                 traceback: Optional[TracebackType]) -> None:
+        self.close()
+
+
 def serve(config: Config, analyzer: FaceAnalyzer, load_matcher: Callable[[], Matcher],
           load_config: Callable[[], Config]) -> int:
     """Run until the source ends or a signal stops it: 0, or 1 when a live source was given
     up (``run.retries``) so that systemd restarts the service."""
-    node: Optional[Node] = None
-    if "mqtt" in sink_uris(config.run.sink):
-        node = Node(config, analyzer, load_matcher)
-        loop = node.loop
-    else:
-        loop = CaptureLoop(config, analyzer, load_matcher(), open_sink(config.run.sink))
-
-    def reload_gallery() -> Dict[str, object]:
-        if node is not None:
-            return node.reload()
-        loop.matcher = load_matcher()
-        return {"people": len(loop.matcher.names)}
-
-    reloader = Reloader(config, load_config, reload_gallery)
-    metrics = None
-    try:
-        source = _open(config, node)
-        if config.metrics.listen:
-            metrics = MetricsServer(config.metrics.listen, LoopCollector(
-                loop, node.outbox_figures if node else None, lambda: reloader.reloads))
-            log.info("metrics on http://%s/metrics", config.metrics.listen)
-    except BaseException:
-        loop.sink.close()
-        raise
-    stop = loop.shutdown
-    with signal_handlers({signal.SIGTERM: stop, signal.SIGINT: stop,
-                          signal.SIGHUP: lambda: loop.call_soon(reloader)}):
-        try:
-            if node is not None:
-                node.start().run(source)
-            else:
-                try:
-                    loop.run(source)
-                finally:
-                    loop.sink.close()
-        except SourceError as exc:
-            if not isinstance(source, ReconnectingSource):
-                raise
-            log.error("%s", exc)
-            return 1
-        finally:
-            if metrics is not None:
-                metrics.close()
+    with Runner(config, analyzer, load_matcher, load_config) as runner:
+        loop = runner.loop
+        with signal_handlers({signal.SIGTERM: loop.shutdown, signal.SIGINT: loop.shutdown,
+                              signal.SIGHUP: lambda: loop.call_soon(runner.reloader)}):
+            try:
+                runner.start().run()
+            except SourceError as exc:
+                if not isinstance(runner.source, ReconnectingSource):
+                    raise
+                log.error("%s", exc)
+                return 1
+            finally:
+                runner.close()  # under the handlers: a second signal cannot cut the flush short
     return 0
-
-
-def _open(config: Config, node: Optional[Node]) -> Source:
-    """A live source reopens itself; its state goes to MQTT when there is a node."""
-    uri = config.run.source
-    if urlsplit(uri).scheme not in LIVE_SCHEMES:
-        return open_source(uri)
-    if node is None:
-        return ReconnectingSource(uri, config.run)
-    return ReconnectingSource(uri, config.run, node.camera_state)

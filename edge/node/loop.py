@@ -108,7 +108,8 @@ class CaptureLoop:
             return self._decided.get(event_id)
 
     def run(self, source: Source) -> int:
-        """Process frames until the source ends or ``stop`` is set; returns frames processed."""
+        """Process frames until the source ends or ``stop`` is set; returns frames processed.
+        The source stays open: whoever opened it closes it."""
         started = time.monotonic()
         self.source = source
         source.keepalive = self.between_frames  # a source waiting to reopen is not hung
@@ -127,7 +128,6 @@ class CaptureLoop:
         finally:
             self.notifier.stopping()
             self._publish(self.tracker.finish())
-            source.close()
         elapsed = time.monotonic() - started
         log.info("%d frames in %.1fs (%.1f fps)", self.frames, elapsed,
                  self.frames / max(elapsed, 1e-9))

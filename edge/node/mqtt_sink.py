@@ -2,7 +2,8 @@
 
 Events (``<camera>/faces/events``) must not be lost: they go through the persistent outbox.
 Person states and face counts are retained latest values; crops are best effort and never
-stored on disk (raw pictures are not kept).
+stored on disk (raw pictures are not kept). The link is not the sink's: closing the sink
+leaves it to its owner (``daemon.Runner``), who flushes it after the last event.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ class MqttSink(Sink):
     """Publishes face events and the states derived from them."""
 
     def __init__(self, link: MqttLink, topics: Topics, crops: bool = False,
-                 presence_refresh: float = 30.0, flush_timeout: float = 5.0):
+                 presence_refresh: float = 30.0):
         self.link = link
         self.topics = topics
         self.wants_crops = crops
-        self.flush_timeout = flush_timeout
         self._lock = threading.Lock()
         self._live: Dict[Tuple[str, int], Dict[str, Any]] = {}  # (camera, track) -> last event
         self._counts: Dict[str, Tuple[int, int, Tuple[str, ...]]] = {}
@@ -89,7 +89,3 @@ class MqttSink(Sink):
                                   ("track_id", str(event["track_id"]))]
             props.ContentType = "image/jpeg"
         self.link.send(self.topics.crop(camera), jpeg.tobytes(), qos=0, properties=props)
-
-    def close(self) -> None:
-        self.link.close(self.flush_timeout)
-        self.link.outbox.close()

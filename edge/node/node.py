@@ -12,18 +12,15 @@ import paho.mqtt.client as mqtt
 from ..capture.sources import Source
 from ..core.config import Config
 from ..core.errors import GalleryError
-from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
 from ..faces.gallery import load_gallery
 from ..mqtt.commands import CommandError, CommandRouter
 from ..mqtt.discovery import Discovery
-from ..mqtt.link import OFFLINE, ONLINE, link_from_config
-from ..mqtt.outbox import Outbox
+from ..mqtt.link import OFFLINE, ONLINE
 from ..mqtt.payloads import encode
-from ..mqtt.topics import Topics, check_level
+from ..mqtt.topics import check_level
 from .loop import RECENT_DECISIONS, CaptureLoop
 from .mqtt_sink import MqttSink
-from .sinks import open_sink
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -37,22 +34,19 @@ def _version() -> str:
 
 
 class Node:
-    """Runs the capture loop and speaks MQTT for it."""
+    """Speaks MQTT for the capture loop: camera state, commands, discovery and stats over the
+    link of ``sink``. It connects the link but owns nothing: ``daemon.Runner`` opens and
+    closes the link, the outbox and the sinks."""
 
-    def __init__(self, config: Config, analyzer: FaceAnalyzer,
+    def __init__(self, config: Config, loop: CaptureLoop, sink: MqttSink,
                  load_matcher: Callable[[], Matcher]):
         self.config = config
         self.load_matcher = load_matcher
         self.camera = check_level(config.run.camera, "run.camera")
-        self.topics = Topics.from_config(config.mqtt)
-        self.link = link_from_config(config.mqtt, self.topics,
-                                     Outbox(config.outbox_path, config.mqtt.outbox_capacity),
-                                     self.topics.availability)
-        self.mqtt_sink = MqttSink(self.link, self.topics, config.mqtt.face_crops,
-                                  config.mqtt.presence_refresh, config.mqtt.flush_timeout)
-        matcher = load_matcher()
-        self.loop = CaptureLoop(config, analyzer, matcher,
-                                open_sink(config.run.sink, {"mqtt": lambda: self.mqtt_sink}))
+        self.topics = sink.topics
+        self.link = sink.link
+        self.mqtt_sink = sink
+        self.loop = loop
         self.telemetry = Telemetry(self.loop, self.topics.node)
         self.commands = CommandRouter(self.link, self.topics, config.mqtt.max_command_bytes)
         self.commands.register("recognition", "enable", lambda c: self._recognition(True))
@@ -65,34 +59,27 @@ class Node:
             self.discovery = Discovery(self.topics, config.mqtt.discovery_prefix,
                                        config.mqtt.presence_expire_after, _version())
             self.link.subscribe(self.discovery.status_topic, self._on_ha_status)
-            self._announce(matcher)
+            self._announce(loop.matcher)
         if config.mqtt.stats_interval > 0:
             self.link.every(config.mqtt.stats_interval, self.publish_stats)
 
     def start(self) -> Node:
         """Connect; an unreachable broker is not fatal (events wait in the outbox), bad
-        credentials or certificates are."""
+        credentials or certificates are (MqttError)."""
         self.link.start()
-        try:
-            connected = self.link.wait_connected(self.config.mqtt.connect_timeout)
-        except Exception:
-            self.loop.sink.close()
-            raise
-        if not connected:
+        if not self.link.wait_connected(self.config.mqtt.connect_timeout):
             log.warning("MQTT: %s; events are kept in the outbox until it answers",
                         self.link.last_error or "not connected yet")
         return self
 
     def run(self, source: Source) -> int:
-        """The capture loop; at its end the camera is marked offline, the outbox flushed
-        (``mqtt.flush_timeout``) and the node's availability set offline."""
+        """The capture loop, with the camera's availability published around it."""
         if source.online:
             self.camera_state(True)
         try:
             return self.loop.run(source)
         finally:
             self.camera_state(False)
-            self.loop.sink.close()
 
     def camera_state(self, online: bool) -> None:
         """The source's availability, retained on ``<prefix>/<camera>/availability``."""

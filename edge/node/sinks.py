@@ -5,9 +5,10 @@ The MQTT sink lives in ``mqtt_sink.py``; ``run.sink`` names sinks comma-separate
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from typing import IO, Any, Callable, Dict, List, Optional
+from typing import IO, Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -69,18 +70,22 @@ def sink_uris(spec: str) -> List[str]:
     return [part.strip() for part in spec.split(",")]
 
 
-def open_sink(spec: str, factories: Optional[Dict[str, Callable[[], Sink]]] = None) -> Sink:
-    """``jsonl:-`` (stdout), ``jsonl:/path/file.jsonl`` (append), or a named sink such as
-    ``mqtt`` from ``factories``; several separated by commas."""
-    factories = factories or {}
-    sinks = []
-    for uri in sink_uris(spec):
-        scheme, _, target = uri.partition(":")
-        if scheme == "jsonl" and target:
-            sinks.append(_jsonl(target))
-        elif uri in factories:
-            sinks.append(factories[uri]())
-        else:
-            known = ", ".join(["jsonl:-", "jsonl:/path/file.jsonl", *factories])
-            raise ConfigError(f"run.sink: unknown sink {uri!r} (known: {known})")
+def open_sink(spec: str, named: Optional[Mapping[str, Sink]] = None) -> Sink:
+    """``jsonl:-`` (stdout), ``jsonl:/path/file.jsonl`` (append), or a sink the caller made,
+    such as ``mqtt``, from ``named``; several separated by commas. Closing the result closes
+    them all; when one cannot be opened, the files opened before it are closed."""
+    named = named or {}
+    sinks: List[Sink] = []
+    with contextlib.ExitStack() as opened:
+        for uri in sink_uris(spec):
+            scheme, _, target = uri.partition(":")
+            if scheme == "jsonl" and target:
+                sinks.append(_jsonl(target))
+                opened.callback(sinks[-1].close)
+            elif uri in named:
+                sinks.append(named[uri])
+            else:
+                known = ", ".join(["jsonl:-", "jsonl:/path/file.jsonl", *named])
+                raise ConfigError(f"run.sink: unknown sink {uri!r} (known: {known})")
+        opened.pop_all()
     return sinks[0] if len(sinks) == 1 else FanoutSink(sinks)

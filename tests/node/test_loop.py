@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import closing
 
 import cv2
 import numpy as np
@@ -26,7 +27,8 @@ def test_loop_emits_one_event_per_decision_on_the_demo_clip(config, analyzer, de
     out = tmp_path / "events.jsonl"
     config.run.sink = f"jsonl:{out}"
     loop = CaptureLoop(config, analyzer, Matcher(gallery, 1.0), open_sink(config.run.sink))
-    frames = loop.run(open_source(f"file://{path}"))
+    with closing(open_source(f"file://{path}")) as source:
+        frames = loop.run(source)
     loop.sink.close()
     assert frames == 225
     events = [json.loads(line) for line in out.read_text().splitlines()]

@@ -16,7 +16,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from jetkiosk.edge.capture.sources import open_source
 from jetkiosk.edge.cli.main import main
 from jetkiosk.edge.faces.decisions import Matcher
 from jetkiosk.edge.faces.gallery import Gallery, load_gallery
@@ -24,7 +23,7 @@ from jetkiosk.edge.faces.open_set import threshold_rule
 from jetkiosk.edge.mqtt.listen import describe
 from jetkiosk.edge.mqtt.outbox import Outbox
 from jetkiosk.edge.mqtt.payloads import SCHEMAS, schema
-from jetkiosk.edge.node.node import Node
+from jetkiosk.edge.node.daemon import Runner
 from mosquitto import Mosquitto, Subscriber
 
 PREFIX = "jetkiosk/kiosk1"
@@ -34,12 +33,13 @@ SCHEMA_OF = {"/faces/events": "event", "/state": "person_state", "/faces/count":
 
 @pytest.fixture
 def node_config(config, analyzer, demo_clip, broker, tmp_path):
-    _, photos = demo_clip
+    clip, photos = demo_clip
     gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
     for name in ("eileen_collins", "grace_hopper"):
         gallery.add(name, analyzer.analyze(photos[name])[0].encoding[None])
     gallery.save(config.gallery_path)
-    for key, value in {"run.sink": "mqtt", "mqtt.broker": broker.uri, "mqtt.node": "kiosk1",
+    for key, value in {"run.source": f"file://{clip}", "run.sink": "mqtt",
+                       "mqtt.broker": broker.uri, "mqtt.node": "kiosk1",
                        "mqtt.outbox": str(tmp_path / "outbox.db"), "mqtt.stats_interval": 0.5,
                        "mqtt.presence_refresh": 0.5, "mqtt.reconnect_min": 0.1}.items():
         section, field = key.split(".")
@@ -47,8 +47,8 @@ def node_config(config, analyzer, demo_clip, broker, tmp_path):
     return config
 
 
-def make_node(config, analyzer) -> Node:
-    return Node(config, analyzer, lambda: Matcher(
+def make_runner(config, analyzer) -> Runner:
+    return Runner(config, analyzer, lambda: Matcher(
         load_gallery(config.gallery_path, analyzer.fingerprint),
         threshold_rule(config.gallery, analyzer.encoder_manifest)))
 
@@ -78,14 +78,12 @@ def test_every_schema_is_valid_draft_7():
         jsonschema.Draft7Validator.check_schema(json.loads(path.read_text()))
 
 
-def test_node_publishes_events_states_counts_crops_and_stats(node_config, analyzer, demo_clip,
-                                                             broker):
-    clip, _ = demo_clip
+def test_node_publishes_events_states_counts_crops_and_stats(node_config, analyzer, broker):
     node_config.mqtt.face_crops = True
     watcher = Subscriber(broker.port, f"{PREFIX}/#", persistent=False)
-    node = make_node(node_config, analyzer).start()
-    assert node.link.connected.is_set()
-    assert node.run(open_source(f"file://{clip}")) == 225
+    with make_runner(node_config, analyzer) as runner:
+        assert runner.start().node.link.connected.is_set()
+        assert runner.run() == 225
     assert watcher.wait(lambda: watcher.payloads("/availability")[-1:] == [b"offline"])
     watcher.close()
     messages = [(m.topic, m.payload, m.retain) for m in watcher.messages]
@@ -114,54 +112,52 @@ def test_node_publishes_events_states_counts_crops_and_stats(node_config, analyz
     assert Outbox(node_config.outbox_path).depth == 0  # every event acknowledged
 
 
-def test_bad_commands_get_replies_and_never_disturb_the_loop(node_config, analyzer, demo_clip,
-                                                             broker):
-    clip, _ = demo_clip
+def test_bad_commands_get_replies_and_never_disturb_the_loop(node_config, analyzer, broker):
     watcher = Subscriber(broker.port, f"{PREFIX}/#", persistent=False)
-    node = make_node(node_config, analyzer).start()
-    frames = []
-    runner = threading.Thread(target=lambda: frames.append(
-        node.run(open_source(f"file://{clip}"))))
-    runner.start()
-    bad = [
-        ("gallery", b"x" * 1_000_000, "command is 1000000 bytes; the limit is 4096"),
-        ("recognition", b"{not json", "not valid UTF-8 JSON"),
-        ("gallery", b'{"action": "explode"}', "invalid command: data.action must be one of"),
-        ("gallery", b'{"action": "reload", "extra": 1}', "must not contain {'extra'}"),
-        ("gallery", b'{"action": "enable"}', "'enable' is not allowed on gallery"),
-        ("gallery", b'["reload"]', "command must be a JSON object"),
-    ]
-    for target, payload, _ in bad:
-        send(broker, f"{PREFIX}/{target}/set", payload)
-    send(broker, f"{PREFIX}/gallery/set", b'{"action": "reload", "request_id": "r1"}')
-    assert watcher.wait(lambda: len(watcher.payloads("/response")) == len(bad) + 1)
-    replies = [check_schema(f"{PREFIX}/response", p) for p in watcher.payloads("/response")]
-    for (target, _, message), reply in zip(bad, replies):
-        assert not reply["ok"] and message in reply["error"] and reply["target"] == target
-    assert replies[-1]["ok"] and replies[-1]["request_id"] == "r1"
-    assert replies[-1]["result"] == {"people": 2, "added": [], "removed": []}
-    runner.join(120)
+    with make_runner(node_config, analyzer) as runner:
+        runner.start()
+        frames = []
+        thread = threading.Thread(target=lambda: frames.append(runner.run()))
+        thread.start()
+        bad = [
+            ("gallery", b"x" * 1_000_000, "command is 1000000 bytes; the limit is 4096"),
+            ("recognition", b"{not json", "not valid UTF-8 JSON"),
+            ("gallery", b'{"action": "explode"}', "invalid command: data.action must be one of"),
+            ("gallery", b'{"action": "reload", "extra": 1}', "must not contain {'extra'}"),
+            ("gallery", b'{"action": "enable"}', "'enable' is not allowed on gallery"),
+            ("gallery", b'["reload"]', "command must be a JSON object"),
+        ]
+        for target, payload, _ in bad:
+            send(broker, f"{PREFIX}/{target}/set", payload)
+        send(broker, f"{PREFIX}/gallery/set", b'{"action": "reload", "request_id": "r1"}')
+        assert watcher.wait(lambda: len(watcher.payloads("/response")) == len(bad) + 1)
+        replies = [check_schema(f"{PREFIX}/response", p) for p in watcher.payloads("/response")]
+        for (target, _, message), reply in zip(bad, replies):
+            assert not reply["ok"] and message in reply["error"] and reply["target"] == target
+        assert replies[-1]["ok"] and replies[-1]["request_id"] == "r1"
+        assert replies[-1]["result"] == {"people": 2, "added": [], "removed": []}
+        thread.join(120)
     assert frames == [225]  # the loop saw every frame
     events = [json.loads(p) for p in watcher.payloads("/faces/events")]
-    assert len(events) == 8 and node.commands.refused == len(bad)
+    assert len(events) == 8 and runner.node.commands.refused == len(bad)
     watcher.close()
 
 
-def test_recognition_switch_and_mqtt5_response_topic(node_config, analyzer, demo_clip, broker):
-    clip, _ = demo_clip
+def test_recognition_switch_and_mqtt5_response_topic(node_config, analyzer, broker):
     node_config.mqtt.protocol = "5"
     watcher = Subscriber(broker.port, "replies/#", persistent=False, protocol=mqtt.MQTTv5)
     states = Subscriber(broker.port, f"{PREFIX}/recognition/state", persistent=False)
-    node = make_node(node_config, analyzer).start()
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic, props.CorrelationData = "replies/me", b"\x01\x02"
-    send(broker, f"{PREFIX}/recognition/set", b'{"action": "disable"}', props, mqtt.MQTTv5)
-    assert watcher.wait(lambda: watcher.messages)
-    reply = watcher.messages[0]
-    assert json.loads(reply.payload)["result"] == {"recognition": False}
-    assert reply.properties.CorrelationData == b"\x01\x02"
-    assert states.wait(lambda: states.payloads()[-1:] == [b"OFF"])
-    assert node.run(open_source(f"file://{clip}")) == 0  # frames read, none analysed
+    with make_runner(node_config, analyzer) as runner:
+        runner.start()
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic, props.CorrelationData = "replies/me", b"\x01\x02"
+        send(broker, f"{PREFIX}/recognition/set", b'{"action": "disable"}', props, mqtt.MQTTv5)
+        assert watcher.wait(lambda: watcher.messages)
+        reply = watcher.messages[0]
+        assert json.loads(reply.payload)["result"] == {"recognition": False}
+        assert reply.properties.CorrelationData == b"\x01\x02"
+        assert states.wait(lambda: states.payloads()[-1:] == [b"OFF"])
+        assert runner.run() == 0  # frames read, none analysed
     assert Outbox(node_config.outbox_path).peek() == []  # no event was published
     watcher.close()
     states.close()
@@ -173,57 +169,55 @@ def render(template: str, payload: dict) -> str:
 
 def test_home_assistant_discovery_follows_the_gallery(node_config, analyzer, broker, capsys):
     watcher = Subscriber(broker.port, "homeassistant/#", persistent=False)
-    node = make_node(node_config, analyzer).start()
-    assert watcher.wait(lambda: watcher.payloads("/config"))
-    config = json.loads(watcher.payloads("/config")[-1])
-    assert watcher.messages[0].topic == "homeassistant/device/jetkiosk_kiosk1/config"
-    parts = config["components"]
-    person = parts["kiosk1_person_grace_hopper"]
-    assert person["p"] == "binary_sensor" and person["expire_after"] == 120
-    assert person["state_topic"] == f"{PREFIX}/person/grace_hopper/state"
-    assert render(person["value_template"], {"present": True}) == "ON"
-    faces = parts["kiosk1_cam0_faces"]
-    event = {"event": "new", "decision": "match", "name": "grace_hopper", "distance": 0.4,
-             "track_id": 3}
-    assert json.loads(render(faces["value_template"], event))["event_type"] == "recognized"
-    assert render(faces["value_template"], {**event, "event": "end"}) == ""  # ignored by HA
-    assert parts["kiosk1_fps"]["entity_category"] == "diagnostic"
-    assert render(parts["kiosk1_outbox"]["value_template"], {"outbox": {"depth": 3}}) == "3"
-    assert config["availability_topic"] == f"{PREFIX}/availability"
+    with make_runner(node_config, analyzer) as runner:
+        runner.start()
+        assert watcher.wait(lambda: watcher.payloads("/config"))
+        config = json.loads(watcher.payloads("/config")[-1])
+        assert watcher.messages[0].topic == "homeassistant/device/jetkiosk_kiosk1/config"
+        parts = config["components"]
+        person = parts["kiosk1_person_grace_hopper"]
+        assert person["p"] == "binary_sensor" and person["expire_after"] == 120
+        assert person["state_topic"] == f"{PREFIX}/person/grace_hopper/state"
+        assert render(person["value_template"], {"present": True}) == "ON"
+        faces = parts["kiosk1_cam0_faces"]
+        event = {"event": "new", "decision": "match", "name": "grace_hopper", "distance": 0.4,
+                 "track_id": 3}
+        assert json.loads(render(faces["value_template"], event))["event_type"] == "recognized"
+        assert render(faces["value_template"], {**event, "event": "end"}) == ""  # ignored by HA
+        assert parts["kiosk1_fps"]["entity_category"] == "diagnostic"
+        assert render(parts["kiosk1_outbox"]["value_template"], {"outbox": {"depth": 3}}) == "3"
+        assert config["availability_topic"] == f"{PREFIX}/availability"
 
-    # Grace leaves the gallery: her entity is removed and her retained state cleared.
-    gallery = load_gallery(node_config.gallery_path)
-    gallery.remove("grace_hopper")
-    gallery.save(node_config.gallery_path)
-    node.link.set_state(f"{PREFIX}/person/grace_hopper/state", b'{"present": false}')
-    send(broker, f"{PREFIX}/gallery/set", b'{"action": "reload"}')
-    assert watcher.wait(lambda: len(watcher.payloads("/config")) == 2)
-    parts = json.loads(watcher.payloads("/config")[-1])["components"]
-    assert parts["kiosk1_person_grace_hopper"] == {"p": "binary_sensor"}
-    assert "kiosk1_person_eileen_collins" in parts
-    # Home Assistant restarts: discovery is sent again.
-    send(broker, "homeassistant/status", b"online")
-    assert watcher.wait(lambda: len(watcher.payloads("/config")) == 3)
+        # Grace leaves the gallery: her entity is removed and her retained state cleared.
+        gallery = load_gallery(node_config.gallery_path)
+        gallery.remove("grace_hopper")
+        gallery.save(node_config.gallery_path)
+        runner.node.link.set_state(f"{PREFIX}/person/grace_hopper/state", b'{"present": false}')
+        send(broker, f"{PREFIX}/gallery/set", b'{"action": "reload"}')
+        assert watcher.wait(lambda: len(watcher.payloads("/config")) == 2)
+        parts = json.loads(watcher.payloads("/config")[-1])["components"]
+        assert parts["kiosk1_person_grace_hopper"] == {"p": "binary_sensor"}
+        assert "kiosk1_person_eileen_collins" in parts
+        # Home Assistant restarts: discovery is sent again.
+        send(broker, "homeassistant/status", b"online")
+        assert watcher.wait(lambda: len(watcher.payloads("/config")) == 3)
 
-    # `jetkiosk listen` sees the retained state: online, recognition ON, no Grace.
-    args = ["listen", "--broker", broker.uri, "--timeout", "2", "--topic", f"{PREFIX}/#"]
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    assert f"{PREFIX}/availability: online" in out and "grace_hopper" not in out
-    node.loop.sink.close()
+        # `jetkiosk listen` sees the retained state: online, recognition ON, no Grace.
+        args = ["listen", "--broker", broker.uri, "--timeout", "2", "--topic", f"{PREFIX}/#"]
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert f"{PREFIX}/availability: online" in out and "grace_hopper" not in out
     watcher.close()
 
 
-def test_listen_prints_events_readably_and_as_json(node_config, analyzer, demo_clip, broker,
-                                                   capsys):
-    clip, _ = demo_clip
+def test_listen_prints_events_readably_and_as_json(node_config, analyzer, broker, capsys):
     got = []
     listener = threading.Thread(target=lambda: got.append(main(
         ["listen", "--broker", broker.uri, "--json", "--count", "8", "--timeout", "120",
          "--topic", f"{PREFIX}/+/faces/events"])))
     listener.start()
-    node = make_node(node_config, analyzer).start()
-    node.run(open_source(f"file://{clip}"))
+    with make_runner(node_config, analyzer) as runner:
+        runner.start().run()
     listener.join(130)
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert got == [0] and len(records) == 8
@@ -236,32 +230,33 @@ def test_listen_prints_events_readably_and_as_json(node_config, analyzer, demo_c
 def test_gallery_reject_of_a_recent_event_through_the_cli(node_config, analyzer, demo_clip,
                                                           broker, capsys):
     clip, _ = demo_clip
+    node_config.run.source = f"file://{clip}?loop=1"
     watcher = Subscriber(broker.port, f"{PREFIX}/#", persistent=False)
-    node = make_node(node_config, analyzer).start()
-    runner = threading.Thread(target=lambda: node.run(open_source(f"file://{clip}?loop=1")))
-    runner.start()
-    try:
-        assert watcher.wait(lambda: any(json.loads(p)["name"] == "eileen_collins" for p in
-                                        watcher.payloads("/faces/events")), 120)
-        event = next(e for e in map(json.loads, watcher.payloads("/faces/events"))
-                     if e["name"] == "eileen_collins")
-        common = ["--gallery", str(node_config.gallery_path), "--broker", broker.uri,
-                  "--set", "mqtt.node=kiosk1", "--json"]
-        assert main(["gallery", "reject", "eileen_collins", "--event", event["event_id"],
-                     *common]) == 0
-        reply = json.loads(capsys.readouterr().out)
-        assert reply["ok"] and reply["name"] == "eileen_collins" and reply["rejections"] == 1
-        assert reply["people"] == 2  # the node reloaded its gallery
-        stored = load_gallery(node_config.gallery_path).rejections("eileen_collins")
-        assert stored.shape == (1, analyzer.encoder.dim)  # an encoding, never a photo
-        assert main(["gallery", "reject", "eileen_collins", "--event", "0" * 32, *common]) == 2
-        assert "is not among this node's last 256 decisions" in capsys.readouterr().err
-        assert main(["gallery", "reject", "nobody", "--event", event["event_id"], *common]) == 2
-        assert "no person named 'nobody'" in capsys.readouterr().err
-    finally:
-        node.loop.shutdown()
-        runner.join(60)
-        watcher.close()
+    with make_runner(node_config, analyzer) as runner:
+        thread = threading.Thread(target=runner.start().run)
+        thread.start()
+        try:
+            assert watcher.wait(lambda: any(json.loads(p)["name"] == "eileen_collins" for p in
+                                            watcher.payloads("/faces/events")), 120)
+            event = next(e for e in map(json.loads, watcher.payloads("/faces/events"))
+                         if e["name"] == "eileen_collins")
+            common = ["--gallery", str(node_config.gallery_path), "--broker", broker.uri,
+                      "--set", "mqtt.node=kiosk1", "--json"]
+            assert main(["gallery", "reject", "eileen_collins", "--event", event["event_id"],
+                         *common]) == 0
+            reply = json.loads(capsys.readouterr().out)
+            assert reply["ok"] and reply["name"] == "eileen_collins" and reply["rejections"] == 1
+            assert reply["people"] == 2  # the node reloaded its gallery
+            stored = load_gallery(node_config.gallery_path).rejections("eileen_collins")
+            assert stored.shape == (1, analyzer.encoder.dim)  # an encoding, never a photo
+            assert main(["gallery", "reject", "eileen_collins", "--event", "0" * 32, *common]) == 2
+            assert "is not among this node's last 256 decisions" in capsys.readouterr().err
+            assert main(["gallery", "reject", "nobody", "--event", event["event_id"], *common]) == 2
+            assert "no person named 'nobody'" in capsys.readouterr().err
+        finally:
+            runner.loop.shutdown()
+            thread.join(60)
+    watcher.close()
 
 
 def test_one_rule_names_the_prefix_for_nodes_and_listeners():
