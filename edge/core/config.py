@@ -5,12 +5,14 @@ Every error names the key path (``detector.score_threshold``) and what was wrong
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
 
@@ -68,6 +70,18 @@ class ModelsConfig:
 
 
 @dataclass
+class ImagesConfig:
+    """Photos read from files (identify, enroll, calibration, training): what is refused
+    before it is read or decoded."""
+
+    max_bytes: int = setting(64 << 20, "larger files are refused before they are read (bytes)",
+                             low=1024, high=1 << 34)
+    max_pixels: int = setting(40_000_000, "images whose header claims more pixels are refused "
+                              "before decoding (40 MP: 120 MB decoded, safe on a 4 GB Jetson "
+                              "Nano)", low=1024, high=1 << 32)
+
+
+@dataclass
 class DetectorConfig:
     """Face detection."""
 
@@ -109,6 +123,10 @@ class GalleryConfig:
                                  low=1e-9, high=0.5)
     uncertain_margin: float = setting(0.05, "|distance - threshold| below this: decision "
                                       "\"uncertain\"", low=0)
+    max_people: int = setting(100_000, "a gallery file with more people is refused", low=1,
+                              high=10_000_000)
+    max_encodings: int = setting(100, "encodings per person at most (enrollment refuses more; "
+                                 "a gallery file with more is refused)", low=1, high=100_000)
 
 
 @dataclass
@@ -177,7 +195,12 @@ class MqttConfig:
     face_crops: bool = setting(False, "JPEG face crop on <camera>/faces/crop (opt-in)")
     presence_refresh: float = setting(30.0, "seconds between person state refreshes while "
                                       "present", low=0)
-    max_command_bytes: int = setting(4096, "larger commands are refused", low=64)
+    max_command_bytes: int = setting(4096, "larger commands are refused", low=64,
+                                     high=1 << 20)
+    response_prefixes: str = setting("{prefix}/response, +/response", "comma-separated topic "
+                                     "filters an MQTT 5 command's response topic must match "
+                                     "({prefix}: this node's prefix; +/response: a client's "
+                                     "own inbox)")
     discovery: bool = setting(True, "Home Assistant MQTT discovery")
     discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix")
     presence_expire_after: int = setting(120, "Home Assistant marks a presence sensor stale "
@@ -209,6 +232,13 @@ class KioskConfig:
     fps_overlay: bool = setting(False, "draw the frame rate on the output")
     fullscreen: bool = setting(True, "display:// windows")
     jpeg_quality: int = setting(80, "http:// MJPEG output", low=1, high=100)
+    http_max_clients: int = setting(8, "http:// clients served at once; more get 503", low=1,
+                                    high=1024)
+    http_header_timeout: float = setting(5.0, "http:// seconds a client has to send its request "
+                                         "headers", low=0.1, high=300)
+    http_send_timeout: float = setting(10.0, "http:// seconds a frame may take to reach a "
+                                       "client that does not read before it is dropped",
+                                       low=0.1, high=300)
     mqtt: bool = setting(False, "style commands on <prefix>/style/set ([mqtt] settings)")
 
 
@@ -234,6 +264,7 @@ class MetricsConfig:
 @dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -258,6 +289,30 @@ class Config:
         return Path(self.mqtt.outbox) if self.mqtt.outbox else data_dir() / "outbox.db"
 
 
+LARGEST = 2 ** 53  # no setting means more; a number beyond it (or NaN, inf) is out of range
+MAX_FILE_BYTES = 1 << 20  # a configuration file larger than this is refused unread
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short for the 5000-digit number in a hostile file."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+@contextlib.contextmanager
+def _any_digits() -> Iterator[None]:
+    """Python 3.11 refuses to parse integers of over 4300 digits (ValueError); a huge number
+    must be a range error naming its key instead. The file size bound keeps this cheap."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: None)()
+    if limit is not None:
+        sys.set_int_max_str_digits(0)
+    try:
+        yield
+    finally:
+        if limit is not None:
+            sys.set_int_max_str_digits(limit)
+
+
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     kind = {"str": str, "int": int, "float": float, "bool": bool}.get(kind, kind)
     if kind is bool:
@@ -266,7 +321,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
     elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return float(value) if abs(value) <= LARGEST else value  # too large: a range error
     elif (kind is int and isinstance(value, int) and not isinstance(value, bool)
           or kind is str and isinstance(value, str)):
         return value
@@ -275,7 +330,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             return kind(value)
         except ValueError:
             pass
-    raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
+    raise ConfigError(f"{key}: expected {kind.__name__}, got {_short(value)}")
 
 
 def _apply(target: Any, data: Dict[str, Any], prefix: str) -> None:
@@ -296,10 +351,13 @@ def _apply(target: Any, data: Dict[str, Any], prefix: str) -> None:
 def _check(value: Any, spec: dataclasses.Field, key: str) -> Any:
     choices, low, high = (spec.metadata.get(k) for k in ("choices", "low", "high"))
     if choices and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    if low is not None and value < low or high is not None and value > high:
-        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise ConfigError(f"{key}: {value!r} is out of range (expected {bounds})")
+        raise ConfigError(f"{key}: {_short(value)} is not one of {', '.join(choices)}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        top = LARGEST if high is None else high
+        nan = isinstance(value, float) and math.isnan(value)
+        if nan or low is not None and value < low or not -LARGEST <= value <= top:
+            bounds = f"at most {top}" if low is None else f"between {low} and {top}"
+            raise ConfigError(f"{key}: {_short(value)} is out of range (expected {bounds})")
     return value
 
 
@@ -321,15 +379,23 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
 
     Errors name the file or ``--set`` and the key path: ``config.toml: detector.nms: ...``.
     """
+    with _any_digits():
+        return _load(path, overrides)
+
+
+def _load(path: Optional[Union[str, Path]], overrides: Iterable[str]) -> Config:
     config = Config()
     if path is not None:
         try:
+            if Path(path).stat().st_size > MAX_FILE_BYTES:
+                raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES >> 10} KiB; not a "
+                                  "configuration file")
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: configuration file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read the configuration ({exc})") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
             raise ConfigError(f"{path}: invalid TOML ({exc})") from None
         try:
             _apply(config, data, "")
@@ -340,8 +406,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str
             _apply(config, _override(text), "")
         except ConfigError as exc:
             message = str(exc)
+            shown = text if len(text) <= 60 else text[:40] + "..."
             raise ConfigError(message if message.startswith("--set") else
-                              f"--set {text}: {message}") from None
+                              f"--set {shown}: {message}") from None
     return config
 
 
