@@ -304,13 +304,14 @@ def _any_digits() -> Iterator[None]:
     """Python 3.11 refuses to parse integers of over 4300 digits (ValueError); a huge number
     must be a range error naming its key instead. The file size bound keeps this cheap."""
     limit = getattr(sys, "get_int_max_str_digits", lambda: None)()
+    set_limit = getattr(sys, "set_int_max_str_digits", lambda digits: None)  # Python >= 3.11
     if limit is not None:
-        sys.set_int_max_str_digits(0)
+        set_limit(0)
     try:
         yield
     finally:
         if limit is not None:
-            sys.set_int_max_str_digits(limit)
+            set_limit(limit)
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

@@ -13,6 +13,7 @@ from ..core.errors import ConfigError, JetkioskError
 from .catalog import BUNDLED, StyleCatalog
 from .flicker import FlickerFilter
 from .loop import Kiosk, rotation_list
+from .mjpeg import HttpLimits
 from .outputs import open_outputs
 from .remote import KioskRemote
 from .stylizer import Stylizer
@@ -39,7 +40,7 @@ class KioskService:
             raise ConfigError(f"kiosk.flicker: {exc}") from None
         stylizer = Stylizer(self.catalog, k.style, k.width, k.blend, k.keep_colors, flicker)
         rotation = rotation_list(k.rotation, self.catalog.names)
-        outputs = open_outputs(k.output, k.fullscreen, k.jpeg_quality)
+        outputs = open_outputs(k.output, k.fullscreen, k.jpeg_quality, HttpLimits.from_config(k))
         self.kiosk = Kiosk(k, stylizer, outputs, rotation)
         self.remote: Optional[KioskRemote] = None
         self._closed = False

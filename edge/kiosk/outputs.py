@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from ..core.errors import ConfigError, OutputError
-from .mjpeg import MjpegServer
+from .mjpeg import HttpLimits, MjpegServer
 
 NO_KEY = -1
 
@@ -65,10 +65,14 @@ class WindowOutput(Output):
 
 
 class HttpOutput(Output):
-    def __init__(self, uri: str, host: str, port: int, quality: int):
+    """An MJPEG page and stream for browsers, within ``limits`` (default: the kiosk.http_*
+    defaults)."""
+
+    def __init__(self, uri: str, host: str, port: int, quality: int,
+                 limits: Optional[HttpLimits] = None):
         self.uri = uri
         try:
-            self.server = MjpegServer(host, port, quality)
+            self.server = MjpegServer(host, port, quality, limits)
         except OSError as exc:
             raise ConfigError(f"{uri}: cannot listen on {host}:{port} ({exc})") from exc
 
@@ -108,7 +112,10 @@ class VideoFileOutput(Output):
             self.writer.release()
 
 
-def open_output(uri: str, fullscreen: bool = True, jpeg_quality: int = 80) -> Output:
+def open_output(uri: str, fullscreen: bool = True, jpeg_quality: int = 80,
+                http: Optional[HttpLimits] = None) -> Output:
+    """The output ``uri`` names; ``http``: the limits of an http:// one (HttpLimits.from_config
+    of the kiosk settings; default: their defaults)."""
     parts = urlsplit(uri)
     if parts.scheme == "display":
         screen = parts.netloc or parts.path.strip("/") or "0"
@@ -122,7 +129,7 @@ def open_output(uri: str, fullscreen: bool = True, jpeg_quality: int = 80) -> Ou
             port = parts.port if parts.port is not None else 8080
         except ValueError as exc:
             raise ConfigError(f"kiosk.output: {uri!r}: {exc}") from None
-        return HttpOutput(uri, parts.hostname or "0.0.0.0", port, jpeg_quality)
+        return HttpOutput(uri, parts.hostname or "0.0.0.0", port, jpeg_quality, http)
     if parts.scheme == "file":
         return VideoFileOutput(uri, Path(parts.netloc + parts.path))
     raise ConfigError(f"kiosk.output: unknown output {uri!r} (display://0, "
@@ -134,12 +141,13 @@ def output_uris(spec: str) -> List[str]:
     return [part.strip() for part in spec.split(",") if part.strip()]
 
 
-def open_outputs(spec: str, fullscreen: bool = True, jpeg_quality: int = 80) -> List[Output]:
+def open_outputs(spec: str, fullscreen: bool = True, jpeg_quality: int = 80,
+                 http: Optional[HttpLimits] = None) -> List[Output]:
     """Comma-separated output URIs; all of them are opened or none."""
     outputs: List[Output] = []
     try:
         for uri in output_uris(spec):
-            outputs.append(open_output(uri, fullscreen, jpeg_quality))
+            outputs.append(open_output(uri, fullscreen, jpeg_quality, http))
     except Exception:
         for output in outputs:
             output.close()
