@@ -71,8 +71,7 @@ class ModelsConfig:
 
 @dataclass
 class ImagesConfig:
-    """Photos read from files (identify, enroll, calibration, training): what is refused
-    before it is read or decoded."""
+    """Photo files (identify, enroll, calibration, training): refused before read or decode."""
 
     max_bytes: int = setting(64 << 20, "larger files are refused before they are read (bytes)",
                              low=1024, high=1 << 34)
@@ -357,7 +356,8 @@ def _check(value: Any, spec: dataclasses.Field, key: str) -> Any:
         top = LARGEST if high is None else high
         nan = isinstance(value, float) and math.isnan(value)
         if nan or low is not None and value < low or not -LARGEST <= value <= top:
-            bounds = f"at most {top}" if low is None else f"between {low} and {top}"
+            bounds = f"between {low} and {high}" if high is not None and low is not None \
+                else f"at most {top}" if low is None else f"at least {low}, at most {top}"
             raise ConfigError(f"{key}: {_short(value)} is out of range (expected {bounds})")
     return value
 

@@ -34,7 +34,8 @@ def template(values: Optional[Mapping[str, Any]] = None) -> str:
              "# out; uncomment to change one. `jetkiosk config check` validates this file.", ""]
     for section in dataclasses.fields(Config):
         group = getattr(Config(), section.name)
-        lines += [f"[{section.name}]", f"# {type(group).__doc__}"]
+        doc = " ".join((type(group).__doc__ or "").split())  # one comment line, however wrapped
+        lines += [f"[{section.name}]", f"# {doc}"]
         for spec, default in settings(group):
             key = f"{section.name}.{spec.name}"
             lines.append(f"# {_describe(spec)}")
