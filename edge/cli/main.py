@@ -13,6 +13,7 @@ from jetkiosk.export.encoder import commands as encoder_commands
 
 from ..core.errors import JetkioskError
 from ..core.log_format import setup_logging
+from ..mqtt.link import LinkFailed
 from . import demo, faces, gallery, kiosk, models, node, service
 from .common import common, config_from_args
 
@@ -40,6 +41,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         verbose_level = "info" if verbose and config.log.level != "debug" else None
         setup_logging(verbose_level or config.log.level, config.log.format)
         return COMMANDS[args.command](args, config)
+    except LinkFailed as exc:  # not the configuration's fault: let the supervisor restart us
+        log.error("%s; exiting with status 1 so that the service is restarted", exc)
+        return 1
     except JetkioskError as exc:
         log.debug("error", exc_info=True)
         print(f"jetkiosk: error: {exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 from typing import Any, Callable, Dict
 
 from ..core.config import Config
-from ..core.errors import JetkioskError
+from ..core.errors import ConfigError, JetkioskError
 from .common import Common, config_from_args, emit
 from .session import Session
 
@@ -32,17 +32,25 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    """The capture loop until its source ends or a signal: 0; 1 when it must be restarted
+    (a live source given up, the MQTT link given up); 2 for a configuration to fix."""
     from ..node.daemon import serve
+    from .service import check_run
 
     if not config.run.source:
         raise JetkioskError("run: no source (give --source URI or set run.source)")
+    check_run(config)
     session = Session(config)
     return serve(config, session.analyzer, session.matcher, lambda: config_from_args(args))
 
 
 def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     from ..mqtt.listen import describe, listen
-    from ..mqtt.topics import every_node
+    from ..mqtt.topics import every_node, filter_problem
+
+    why = filter_problem(args.topic) if args.topic else None
+    if why:
+        raise ConfigError(f"--topic: {args.topic!r} {why}")
 
     def show(topic: str, payload: Any, retained: bool) -> None:
         record = {"topic": topic, "retained": retained, "payload": payload}

@@ -35,23 +35,44 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
         parser.add_argument("-v", "--verbose", action="store_true", help="list each change")
 
 
-def check(config: Config) -> None:
-    """What loading alone cannot see: URIs, topics, broker settings, file paths."""
+def check_run(config: Config) -> None:
+    """What `run` refuses before it starts, checked as `run` checks it (`run` calls this
+    too): the source URI; with the mqtt sink the names that become topics (mqtt.node,
+    mqtt.prefix, run.camera, mqtt.response_prefixes, mqtt.discovery_prefix), the client id
+    and the broker settings; the metrics address."""
     from ..capture.sources import check_uri
     from ..mqtt.client import BrokerSettings
-    from ..mqtt.topics import Topics
+    from ..mqtt.link import client_id
+    from ..mqtt.topics import Topics, check_level
     from ..node.sinks import sink_uris
 
-    for key, uri in (("run.source", config.run.source), ("kiosk.source", config.kiosk.source)):
-        if uri:
-            check_uri(uri, key)
-    if "mqtt" in sink_uris(config.run.sink) or config.kiosk.mqtt:
-        Topics.from_config(config.mqtt)
+    if config.run.source:
+        check_uri(config.run.source, "run.source")
+    if "mqtt" in sink_uris(config.run.sink):
+        topics = Topics.from_config(config.mqtt)
+        check_level(config.run.camera, "run.camera")
+        client_id(config.mqtt, topics)
         BrokerSettings.from_config(config.mqtt)
     if config.metrics.listen:
         from ..node.metrics import listen_address
 
         listen_address(config.metrics.listen)
+
+
+def check(config: Config) -> None:
+    """What loading alone cannot see: everything `run` checks (``check_run``), and the
+    kiosk's source and MQTT settings."""
+    from ..capture.sources import check_uri
+    from ..mqtt.client import BrokerSettings
+    from ..mqtt.link import client_id
+    from ..mqtt.topics import Topics
+
+    check_run(config)
+    if config.kiosk.source:
+        check_uri(config.kiosk.source, "kiosk.source")
+    if config.kiosk.mqtt:
+        client_id(config.mqtt, Topics.from_config(config.mqtt), "kiosk")
+        BrokerSettings.from_config(config.mqtt)
 
 
 def cmd_config(args: argparse.Namespace, config: Config) -> int:

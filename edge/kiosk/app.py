@@ -62,9 +62,12 @@ class KioskService:
                             self.remote.link.last_error or "not connected yet")
             source = open_source(kiosk_source(uri))
             try:
-                return self.kiosk.run(source)
+                frames = self.kiosk.run(source)
             finally:
                 source.close()
+            if self.remote is not None:
+                self.remote.link.check()  # LinkFailed when the link gave up: exit 1
+            return frames
         finally:
             self.close()
 

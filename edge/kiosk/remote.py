@@ -34,6 +34,7 @@ class KioskRemote:
         kiosk.listeners.append(lambda name: self.publish_state())
         if config.mqtt.stats_interval > 0:
             self.link.every(config.mqtt.stats_interval, self.publish_state)
+        self.link.on_failure(kiosk.stop.set)  # the link gave up: stop; the app raises
         self.publish_state()
 
     def start(self, timeout: float) -> bool:

@@ -13,6 +13,14 @@ Three kinds of messages leave through it:
 
 All paho calls and callbacks happen in this one thread, so the bookkeeping needs no locks
 beyond the hand-over from other threads.
+
+The thread never dies of an exception: one in a callback, hook, handler or its own loop is
+logged with its traceback and counted in ``errors`` (``stats.outbox.errors``); a message paho
+refuses (a bad topic) is dropped; any other failure drops the connection as a network
+failure would (the broker publishes the will) and the link connects again with backoff.
+After ``max_failures`` such failures in a row it gives up: ``failure`` says why, the
+``on_failure`` hooks run and the thread ends, so that the process can exit non-zero and be
+restarted (``LinkFailed``).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..core.config import MqttConfig
+from ..core.errors import ConfigError
 from .client import (
     BrokerSettings,
     MqttError,
@@ -42,7 +51,7 @@ from .client import (
     make_client,
 )
 from .outbox import Outbox
-from .topics import Topics
+from .topics import Topics, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +60,15 @@ ONLINE, OFFLINE = b"online", b"offline"
 CONNACK_TIMEOUT = 10.0  # seconds
 
 
+class LinkFailed(MqttError):
+    """The link gave up after repeated failures; the process should exit with status 1 so
+    that its supervisor restarts it (2 means a configuration to fix: no restart)."""
+
+
 class MqttLink:
     """The connection, the outbox drain, retained state and subscriptions, in one thread."""
+
+    max_failures = 10  # failures of the link's own loop in a row before it gives up
 
     def __init__(self, settings: BrokerSettings, client_id: str, outbox: Outbox,
                  availability_topic: str, reconnect: Tuple[float, float] = (0.5, 30.0),
@@ -65,11 +81,11 @@ class MqttLink:
         self.poll = poll
         self.client = make_client(settings, client_id, will=(availability_topic, OFFLINE))
         self.client.max_inflight_messages_set(window)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
+        self.client.on_connect = self._safe(self._on_connect)
+        self.client.on_disconnect = self._safe(self._on_disconnect)
+        self.client.on_publish = self._safe(self._on_publish)
+        self.client.on_message = self._safe(self._on_message)
+        self.client.on_subscribe = self._safe(self._on_subscribe)
         self.connected = threading.Event()
         self._unacked_subs: Set[int] = set()  # SUBSCRIBE message ids awaiting SUBACK
         self.last_error: Optional[str] = None
@@ -77,12 +93,17 @@ class MqttLink:
         self.rejected = 0  # messages the broker refused (MQTT 5 reason codes)
         self.unsaved = 0  # messages the outbox could not store (sent without a durable copy)
         self.connections = 0
+        self.errors = 0  # exceptions caught in the link thread, and messages paho refused
+        self.failure: Optional[str] = None  # why the link gave up; its thread has ended
+        self._streak = 0  # failures of the loop since it last went round cleanly
+        self._last_exception = ""
         self._lock = threading.Lock()
         self._states: Dict[str, Tuple[bytes, int]] = {}
         self._dirty: Set[str] = set()
         self._sends: Deque[Tuple[str, bytes, int, bool, Optional[Properties]]] = deque(maxlen=256)
         self._subs: Dict[str, Handler] = {}
         self._hooks: List[Callable[[], None]] = []
+        self._failure_hooks: List[Callable[[], None]] = []
         self._timers: List[List[Any]] = []
         self._inflight: Dict[int, int] = {}  # paho message id -> outbox id
         self._acked: List[int] = []
@@ -141,17 +162,33 @@ class MqttLink:
         """Run ``task`` in the link thread every ``seconds`` while connected."""
         self._timers.append([seconds, time.monotonic() + seconds, task])
 
+    def on_failure(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (in the link thread) when the link gives up; see ``check``."""
+        self._failure_hooks.append(hook)
+
+    def check(self) -> None:
+        """LinkFailed once the link has given up."""
+        if self.failure is not None:
+            raise LinkFailed(self.failure)
+
+    def figures(self) -> Dict[str, int]:
+        """Delivery figures for ``stats.outbox`` and the metrics."""
+        return {"depth": self.outbox.depth, "dropped": self.outbox.dropped,
+                "in_flight": self.in_flight, "rejected": self.rejected,
+                "unsaved": self.unsaved, "errors": self.errors}
+
     def start(self) -> MqttLink:
         self._thread.start()
         return self
 
     def wait_connected(self, timeout: float) -> bool:
         """True once connected with every subscription acknowledged; False on timeout;
-        MqttError when retrying cannot help."""
+        MqttError when retrying cannot help (LinkFailed when the link gave up)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.connected.wait(0.05) and not self._unacked_subs:
                 return True
+            self.check()
             if self.fatal:
                 raise MqttError(self.last_error or "cannot connect")
         return False
@@ -175,17 +212,31 @@ class MqttLink:
         delay = self.reconnect[0]
         while not self._stop.is_set():
             try:
-                connect(self.client, self.settings)
-            except (OSError, ValueError) as exc:
-                self._failed(describe_exception(exc, self.settings),
-                             fatal=isinstance(exc, ssl.SSLCertVerificationError))
-            else:
-                if self._serve():
+                if self._attempt():
                     delay = self.reconnect[0]
+            except Exception as exc:
+                self._count(exc)
+                log.exception("MQTT link failed (%d error(s) so far); reconnecting",
+                              self.errors)
+                self._streak += 1
+                self._drop()
+                if self._streak >= self.max_failures:
+                    self._give_up()
+                    return
             if self._stop.is_set():
                 break
             self._stop.wait(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.reconnect[1])
+
+    def _attempt(self) -> bool:
+        """Connect and serve the connection until it drops; whether the broker accepted it."""
+        try:
+            connect(self.client, self.settings)
+        except (OSError, ValueError) as exc:
+            self._failed(describe_exception(exc, self.settings),
+                         fatal=isinstance(exc, ssl.SSLCertVerificationError))
+            return False
+        return self._serve()
 
     def _serve(self) -> bool:
         """Run one connection until it drops or, after ``close``, the outbox is flushed.
@@ -213,6 +264,7 @@ class MqttLink:
                 continue
             accepted = True
             self._pump()  # states set just before close (a camera going offline) go out too
+            self._streak = 0
             if self._stop.is_set() and (self._flushed() or time.monotonic() > self._deadline):
                 self._go_offline()
                 return accepted
@@ -233,14 +285,25 @@ class MqttLink:
             sends = list(self._sends)
             self._sends.clear()
         for topic, payload, qos in states:
-            self.client.publish(topic, payload, qos=qos, retain=True)
-            if not payload:
-                with self._lock:
+            if self._publish(topic, payload, qos, True) is None or not payload:
+                with self._lock:  # cleared, or a topic paho refuses: not sent again
                     if self._states.get(topic, (None,))[0] == payload:
                         del self._states[topic]
         self._drain_outbox()
         for topic, payload, qos, retain, props in sends:
-            self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+            self._publish(topic, payload, qos, retain, props)
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool,
+                 properties: Optional[Properties] = None) -> Optional[mqtt.MQTTMessageInfo]:
+        """``client.publish``; a message paho refuses (a bad topic) is logged, counted and
+        dropped (None)."""
+        try:
+            return self.client.publish(topic, payload, qos=qos, retain=retain,
+                                       properties=properties)
+        except ValueError as exc:
+            self.errors += 1
+            log.error("MQTT: cannot publish on %r (%s); dropped", topic[:200], exc)
+            return None
 
     def _drain_outbox(self) -> None:
         room = self.window - len(self._inflight)
@@ -249,9 +312,11 @@ class MqttLink:
         self._more.clear()
         batch = self.outbox.peek(after=self._cursor, limit=room)
         for message in batch:
-            info = self.client.publish(message.topic, message.payload, qos=message.qos,
-                                       retain=message.retain)
-            self._inflight[info.mid] = message.id
+            info = self._publish(message.topic, message.payload, message.qos, message.retain)
+            if info is None:
+                self._acked.append(message.id)  # never sendable: not kept for ever
+            else:
+                self._inflight[info.mid] = message.id
             self._cursor = message.id
         if len(batch) == room:
             self._more.set()
@@ -291,8 +356,40 @@ class MqttLink:
     def _guard(self, task: Callable[[], None]) -> None:
         try:
             task()
-        except Exception:  # a faulty hook must not take the connection down
-            log.exception("MQTT task %r failed", task)
+        except Exception as exc:  # a faulty hook must not take the connection down
+            self._count(exc)
+            log.exception("MQTT task %r failed (%d error(s) so far)", task, self.errors)
+
+    def _safe(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback`` for paho: its exceptions are logged and counted, never raised into
+        paho's loop (which would end this thread)."""
+        def call(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:
+                self._count(exc)
+                log.exception("MQTT callback %s failed (%d error(s) so far)",
+                              callback.__name__, self.errors)
+        return call
+
+    def _count(self, exc: Exception) -> None:
+        self.errors += 1
+        self._last_exception = f"{exc.__class__.__name__}: {exc}"
+
+    def _drop(self) -> None:
+        """Close the connection without DISCONNECT, as a network failure would: the broker
+        publishes the will (``offline``) until the next connection says ``online``."""
+        self.connected.clear()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+    def _give_up(self) -> None:
+        self.failure = (f"the MQTT link failed {self._streak} times in a row, the last: "
+                        f"{self._last_exception}; it stops (events wait in the outbox)")
+        log.critical("%s", self.failure)
+        for hook in self._failure_hooks:
+            self._guard(hook)
 
     def _failed(self, message: str, fatal: bool = False) -> None:
         if message != self.last_error:
@@ -361,11 +458,19 @@ def reply_properties(message: mqtt.MQTTMessage) -> Tuple[Optional[str], Optional
     return topic, out
 
 
+def client_id(config: MqttConfig, topics: Topics, role: str = "") -> str:
+    """``mqtt.client_id`` (default ``jetkiosk-<node>``; ``-<role>`` appended for a second
+    connection of the same node, such as the kiosk's); ConfigError when MQTT cannot carry it."""
+    value = (config.client_id or f"jetkiosk-{topics.node}") + (f"-{role}" if role else "")
+    why = text_problem(value)
+    if why:
+        raise ConfigError(f"mqtt.client_id: {value!r} {why}")
+    return value
+
+
 def link_from_config(config: MqttConfig, topics: Topics, outbox: Outbox, availability: str,
                      role: str = "") -> MqttLink:
-    """The broker connection from ``[mqtt]``: its settings, the client id
-    (``mqtt.client_id``, default ``jetkiosk-<node>``; ``-<role>`` appended for a second
-    connection of the same node, such as the kiosk's), the reconnect backoff."""
-    client_id = (config.client_id or f"jetkiosk-{topics.node}") + (f"-{role}" if role else "")
-    return MqttLink(BrokerSettings.from_config(config), client_id, outbox, availability,
-                    (config.reconnect_min, config.reconnect_max))
+    """The broker connection from ``[mqtt]``: its settings, the client id (``client_id``),
+    the reconnect backoff."""
+    return MqttLink(BrokerSettings.from_config(config), client_id(config, topics, role), outbox,
+                    availability, (config.reconnect_min, config.reconnect_max))

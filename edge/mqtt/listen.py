@@ -18,6 +18,28 @@ from .client import (
     make_client,
 )
 
+PREVIEW = 48  # bytes of a payload shown raw
+MAX_NESTING = 32  # deeper JSON is shown raw
+JSON_TOPICS = ("/faces/events", "/faces/count", "/stats", "/response", "/style/state")
+
+
+def _preview(data: bytes) -> str:
+    return f"<{len(data)} bytes: {data[:PREVIEW]!r}{'...' if len(data) > PREVIEW else ''}>"
+
+
+class Binary(str):
+    """A payload that is not text (a face crop), as its size and first bytes: a string, so
+    that ``--json`` prints it too."""
+
+
+def _nesting(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        level = [child for item in level if isinstance(item, (dict, list))
+                 for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
+
 
 def _clock(stamp: Any) -> str:
     return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "--:--:--"
@@ -29,10 +51,7 @@ def _distance(p: Dict[str, Any]) -> str:
     return f", d={p['distance']:.3f}" + (f" / {p['threshold']:.3f}" if p.get("threshold") else "")
 
 
-def describe(topic: str, payload: Any) -> str:
-    """One human-readable line for a message."""
-    if not isinstance(payload, dict):
-        return f"{topic}: {payload}"
+def _line(topic: str, payload: Dict[str, Any]) -> str:
     if topic.endswith("/faces/events"):
         who = payload["name"] or "unknown face"
         return (f"{_clock(payload['timestamp'])} {payload['camera']} {payload['event']:<6} "
@@ -54,15 +73,43 @@ def describe(topic: str, payload: Any) -> str:
     return f"{topic}: {json.dumps(payload, sort_keys=True)}"
 
 
-def decode(payload: bytes) -> Any:
-    """JSON when it is JSON, text when it is text, a size for binary (face crops)."""
+def _raw(topic: str, payload: Any, why: str) -> str:
+    """A message shown as it came (its size and first bytes), with why it is not shown
+    readably."""
+    if not isinstance(payload, Binary):
+        text = payload if isinstance(payload, str) else json.dumps(
+            payload, separators=(",", ":"), default=str)
+        payload = _preview(text.encode("utf-8", "backslashreplace"))
+    return f"{topic}: unexpected payload ({why}): {payload}"
+
+
+def describe(topic: str, payload: Any) -> str:
+    """One human-readable line for a message (``payload`` from ``decode``); never fails: a
+    payload of the wrong shape for its topic is shown raw: its size and first bytes."""
+    if not isinstance(payload, dict):
+        if payload != "" and (topic.endswith(JSON_TOPICS) or "/person/" in topic):
+            return _raw(topic, payload, "not a JSON object")
+        return f"{topic}: {payload}"
     try:
-        return json.loads(payload)
-    except ValueError:
-        try:
-            return payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return f"<{len(payload)} bytes>"
+        return _line(topic, payload)
+    except Exception as exc:  # noqa: BLE001 - missing keys, wrong types: shown raw
+        return _raw(topic, payload, f"{exc.__class__.__name__}: {exc}")
+
+
+def decode(payload: bytes) -> Any:
+    """JSON when it is JSON (nested at most ``MAX_NESTING`` deep), text when it is text,
+    else ``Binary`` (face crops)."""
+    try:
+        value = json.loads(payload)
+    except (ValueError, RecursionError):
+        pass
+    else:
+        if _nesting(value) <= MAX_NESTING:
+            return value
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return Binary(_preview(payload))
 
 
 def listen(config: MqttConfig, topic_filter: str, emit: Callable[[str, Any, bool], None],
@@ -90,10 +137,11 @@ def listen(config: MqttConfig, topic_filter: str, emit: Callable[[str, Any, bool
 
     def on_message(client, userdata, message):
         payload = decode(message.payload)
-        if isinstance(payload, dict) and "event_id" in payload:
-            if payload["event_id"] in seen:
+        event_id = payload.get("event_id") if isinstance(payload, dict) else None
+        if isinstance(event_id, str):
+            if event_id in seen:
                 return
-            seen.add(payload["event_id"])
+            seen.add(event_id)
         emit(message.topic, payload, bool(message.retain))
         printed[0] += 1
 

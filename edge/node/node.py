@@ -62,6 +62,7 @@ class Node:
             self._announce(loop.matcher)
         if config.mqtt.stats_interval > 0:
             self.link.every(config.mqtt.stats_interval, self.publish_stats)
+        self.link.on_failure(self.loop.shutdown)  # the link gave up: stop; run() raises
 
     def start(self) -> Node:
         """Connect; an unreachable broker is not fatal (events wait in the outbox), bad
@@ -77,9 +78,11 @@ class Node:
         if source.online:
             self.camera_state(True)
         try:
-            return self.loop.run(source)
+            frames = self.loop.run(source)
         finally:
             self.camera_state(False)
+        self.link.check()  # LinkFailed when the link gave up: `run` exits 1 (systemd restarts)
+        return frames
 
     def camera_state(self, online: bool) -> None:
         """The source's availability, retained on ``<prefix>/<camera>/availability``."""
@@ -120,9 +123,7 @@ class Node:
         return {"name": command["name"], "rejections": count, **self.reload()}
 
     def outbox_figures(self) -> Dict[str, int]:
-        return {"depth": self.link.outbox.depth, "dropped": self.link.outbox.dropped,
-                "in_flight": self.link.in_flight, "rejected": self.link.rejected,
-                "unsaved": self.link.unsaved}
+        return self.link.figures()
 
     def publish_stats(self) -> None:
         self.link.set_state(self.topics.stats,

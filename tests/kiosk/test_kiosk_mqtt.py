@@ -105,3 +105,24 @@ def test_style_command_switches_the_kiosk_and_bad_ones_get_replies(broker, still
         assert not runner.is_alive()
     assert subscriber.wait(lambda: subscriber.payloads("/kiosk/availability")[-1] == b"offline")
     subscriber.close()
+
+
+def test_the_kiosk_stops_and_exits_1_when_its_mqtt_link_gives_up(broker, still_clip, tmp_path,
+                                                                   monkeypatch, capsys):
+    """A dead link is never silent: the kiosk stops and `jetkiosk kiosk` exits 1 so that
+    systemd restarts it (2 is for a configuration to fix and is not restarted)."""
+    from jetkiosk.edge.cli.main import main
+    from jetkiosk.edge.mqtt.link import MqttLink
+    from jetkiosk.edge.mqtt.outbox import Outbox
+
+    def peek(self, *args, **kwargs):
+        raise OSError("injected: the outbox cannot be read")
+
+    monkeypatch.setattr(MqttLink, "max_failures", 3)
+    monkeypatch.setattr(Outbox, "peek", peek)
+    code = main(["kiosk", "--source", f"file://{still_clip}?loop=1", "--output",
+                 f"file://{tmp_path / 'out.mp4'}", "--style", "mosaic", "--broker", broker.uri,
+                 "--models", str(tmp_path), "--set", "kiosk.width=160", "--set",
+                 "mqtt.reconnect_min=0.05", "--set", "mqtt.reconnect_max=0.1"])
+    assert code == 1
+    assert "failed 3 times in a row" in capsys.readouterr().err

@@ -145,12 +145,12 @@ def test_bad_commands_get_replies_and_never_disturb_the_loop(node_config, analyz
 
 def test_recognition_switch_and_mqtt5_response_topic(node_config, analyzer, broker):
     node_config.mqtt.protocol = "5"
-    watcher = Subscriber(broker.port, "replies/#", persistent=False, protocol=mqtt.MQTTv5)
+    watcher = Subscriber(broker.port, "me/response", persistent=False, protocol=mqtt.MQTTv5)
     states = Subscriber(broker.port, f"{PREFIX}/recognition/state", persistent=False)
     with make_runner(node_config, analyzer) as runner:
         runner.start()
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic, props.CorrelationData = "replies/me", b"\x01\x02"
+        props.ResponseTopic, props.CorrelationData = "me/response", b"\x01\x02"
         send(broker, f"{PREFIX}/recognition/set", b'{"action": "disable"}', props, mqtt.MQTTv5)
         assert watcher.wait(lambda: watcher.messages)
         reply = watcher.messages[0]
