@@ -56,8 +56,17 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
 
 
 def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
+    """Encode every photo first (the slow part), then merge into the gallery file under its
+    lock, so that enrollments running at the same time all land."""
+    import numpy as np
+
+    from ..faces.gallery import Gallery, load_gallery, locked_update
+
     session = Session(config)
-    gallery = session.gallery(create=True)
+    manifest = session.analyzer.encoder_manifest
+    if config.gallery_path.exists():  # a foreign or damaged file fails before the slow part
+        load_gallery(config.gallery_path, manifest.fingerprint, manifest.legacy_fingerprint,
+                     config.gallery)
     plan: Dict[str, List[Any]] = {}
     if args.folder:
         if args.name or args.photos:
@@ -81,6 +90,7 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
         plan[args.name] = list(args.photos)
     skipped: List[Tuple[str, str]] = []
     missing = []
+    encoded: Dict[str, np.ndarray] = {}
     for name, items in plan.items():
         encodings = []
         for item in items:
@@ -96,15 +106,20 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
                 continue
             emit(args, {"name": name, "photo": str(item), "status": "encoded"},
                   f"{name}: encoded {item}")
-        if not encodings:
+        if encodings:
+            encoded[name] = np.stack(encodings)
+        else:
             missing.append(name)
-            continue
-        count = gallery.add(name, encodings)
-        emit(args, {"name": name, "enrolled": len(encodings), "photos": count},
-              f"{name}: enrolled {len(encodings)} encoding(s), {count} in total")
-    enrolled = len(plan) - len(missing)
-    if enrolled:
-        gallery.save(config.gallery_path)
+    if encoded:
+        new = Gallery(manifest.name, manifest.fingerprint, session.analyzer.encoder.dim,
+                      config.gallery)
+        with locked_update(config.gallery_path, manifest.fingerprint,
+                           manifest.legacy_fingerprint, config.gallery, new) as gallery:
+            counts = {name: gallery.add(name, rows) for name, rows in encoded.items()}
+        for name, count in counts.items():
+            emit(args, {"name": name, "enrolled": len(encoded[name]), "photos": count},
+                  f"{name}: enrolled {len(encoded[name])} encoding(s), {count} in total")
+    enrolled = len(encoded)
     emit(args, {"summary": True, "enrolled": enrolled, "skipped_photos": len(skipped),
                  "without_encoding": missing},
           f"enrolled {enrolled} of {len(plan)} people; {len(skipped)} photo(s) skipped"
@@ -147,7 +162,7 @@ def _camera_encodings(session: Session, uri: str, wanted: int) -> list:
 def cmd_gallery(args: argparse.Namespace, config: Config) -> int:
     from ..faces.analyzer import model_manifest
     from ..faces.decisions import Matcher
-    from ..faces.gallery import load_gallery
+    from ..faces.gallery import load_gallery, locked_update
     from ..faces.open_set import threshold_rule
 
     if args.action == "reject" and args.event:
@@ -165,18 +180,19 @@ def cmd_gallery(args: argparse.Namespace, config: Config) -> int:
         if not args.photo:
             raise JetkioskError("gallery reject: give PHOTO or --event ID")
         session = Session(config)
-        gallery = session.gallery()
         encoding = subject_encoding(session, args.photo)
-        count = gallery.reject(args.name, encoding)
-        gallery.save(config.gallery_path)
+        manifest = session.analyzer.encoder_manifest
+        with locked_update(config.gallery_path, manifest.fingerprint,
+                           manifest.legacy_fingerprint, config.gallery) as gallery:
+            count = gallery.reject(args.name, encoding)
         limit = Matcher(gallery, session.threshold_rule()).threshold_for(args.name)
         emit(args, {"ok": True, "action": "reject", "name": args.name, "rejections": count,
                      "threshold": round(limit, 4)},
               f"gallery: {args.photo} recorded as not {args.name} ({count} rejection(s)); "
               f"{args.name}'s threshold is now {limit:.4f}")
         return 0
-    gallery = load_gallery(config.gallery_path)
     if args.action in ("list", "audit"):
+        gallery = load_gallery(config.gallery_path, limits=config.gallery)
         manifest = model_manifest(config, gallery.encoder, "face-encoder")
         matcher = Matcher(gallery, threshold_rule(config.gallery, manifest))
         if args.action == "audit":
@@ -189,14 +205,14 @@ def cmd_gallery(args: argparse.Namespace, config: Config) -> int:
                   f"{name}\t{len(gallery.encodings(name))} photo(s)\t"
                   f"threshold {tau:.4f} ({why})")
         return 0
-    if args.action == "remove":
-        gallery.remove(args.name)
-    elif args.action == "rename":
-        gallery.rename(args.old, args.new)
-    elif args.action == "threshold":
-        value = None if args.value == "default" else _float(args.value)
-        gallery.set_threshold(value, args.person)
-    gallery.save(config.gallery_path)
+    with locked_update(config.gallery_path, limits=config.gallery) as gallery:
+        if args.action == "remove":
+            gallery.remove(args.name)
+        elif args.action == "rename":
+            gallery.rename(args.old, args.new)
+        elif args.action == "threshold":
+            value = None if args.value == "default" else _float(args.value)
+            gallery.set_threshold(value, args.person)
     emit(args, {"ok": True, "action": args.action}, f"gallery: {args.action} done")
     return 0
 

@@ -9,29 +9,60 @@ head instead of a distance threshold. Version 3 adds ``rejected`` (R x D float32
 ``rejected_owner`` (R person indices): encodings that were confirmed *not* to be that person
 (``jetkiosk gallery reject``). A file is written with the lowest version that holds what
 it has, so older jetkiosk releases keep reading galleries that use nothing newer.
-Writes go to a temporary file that is fsynced and renamed over the old one, mode 0600.
+
+Reading checks a file before anything is allocated from it: each array's ``.npy`` header
+(its dtype and shape, which must account for the member's size exactly), the JSON header's
+size and fields, at most ``gallery.max_people`` people and ``gallery.max_encodings``
+encodings (and as many rejections) each, every person's name once with at least one
+encoding, and finite, unit-length encodings. Whatever is wrong is a ``GalleryError``.
+
+Writes go to a temporary file that is fsynced and renamed over the old one, mode 0600, so
+a reader never sees half a file. Every writer changes the file through ``locked_update``:
+an exclusive lock on ``<gallery>.lock``, the file read again under it, the change, the
+write, the release; concurrent writers then never lose each other's changes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import math
 import os
+import re
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from ..core.config import GalleryConfig
 from ..core.errors import GalleryError
 from .verification_head import VerificationHead
 
 log = logging.getLogger(__name__)
 FORMAT = "jetkiosk-gallery"
 VERSIONS = (1, 2, 3)
+MAX_DIM = 4096  # encoding dimensions a header may claim
+MAX_NAME = 128  # characters in a person's name
+MAX_LABEL = 256  # characters in the header's encoder name and fingerprint
+UNIT_TOLERANCE = 1e-3  # |length - 1| of an encoding (encoders L2-normalise: float32 ~1e-7)
+HEADER_CHARS = 1 << 20  # JSON header: this many characters (the head's weights)...
+HEADER_CHARS_PER_PERSON = 2048  # ...and these per person (an escaped name, their record)
+NPY_PREFIX = 512  # bytes of a member read for its .npy header (numpy writes 128)
+LOCK_TIMEOUT = 60.0  # seconds a writer waits for another one to finish
+# A .npy header as numpy writes it (keys sorted, ", " after each), of a number or text dtype
+_NPY_HEADER = re.compile(r"\{'descr': '([<>|=][fiuU][0-9]{1,6})', 'fortran_order': "
+                         r"(False|True), 'shape': \(((?:[0-9]{1,12}, ?)*[0-9]{0,12})\), \} *\n")
+# What zipfile raises on a damaged file (RuntimeError: an encrypted member,
+# NotImplementedError: an unknown compression method), and np.dtype on an unknown size.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, TypeError,
+               NotImplementedError, RuntimeError)
 
 
 @dataclass
@@ -51,12 +82,16 @@ class Person:
 
 
 class Gallery:
-    """People and their encodings, bound to one encoder fingerprint."""
+    """People and their encodings, bound to one encoder fingerprint. ``limits`` (default:
+    the configuration's defaults) bounds the people, and the encodings and rejections of
+    each."""
 
-    def __init__(self, encoder: str, fingerprint: str, dim: int):
+    def __init__(self, encoder: str, fingerprint: str, dim: int,
+                 limits: Optional[GalleryConfig] = None):
         self.encoder = encoder
         self.fingerprint = fingerprint
         self.dim = dim
+        self.limits = limits or GalleryConfig()
         self.threshold: Optional[float] = None
         self.head: Optional[VerificationHead] = None  # decide with it instead of a threshold
         self._people: Dict[str, Person] = {}
@@ -81,15 +116,28 @@ class Gallery:
     def _empty(self) -> np.ndarray:
         return np.zeros((0, self.dim), np.float32)
 
+    def _rows(self, encodings: np.ndarray, what: str) -> np.ndarray:
+        rows = np.asarray(encodings, np.float32).reshape(-1, self.dim)
+        _check_unit(rows, what)
+        return rows
+
     def add(self, name: str, encodings: np.ndarray) -> int:
         """Enroll (or add photos to) ``name``; returns that person's photo count."""
-        name = name.strip()
-        if not name or len(name) > 128 or any(c in name for c in "\n\r\t/"):
-            raise GalleryError(f"invalid person name {name!r}")
-        encodings = np.asarray(encodings, np.float32).reshape(-1, self.dim)
+        name = _clean_name(name)
+        encodings = self._rows(encodings, f"encodings of {name!r}")
         if not len(encodings):
             raise GalleryError(f"no encodings to enroll for {name!r}")
-        person = self._people.setdefault(name, Person(name, self._empty(), self._empty()))
+        person = self._people.get(name)
+        if person is None and len(self._people) >= self.limits.max_people:
+            raise GalleryError(f"{name!r} not enrolled: the gallery already has "
+                               f"gallery.max_people ({self.limits.max_people}) people")
+        count = len(encodings) + (0 if person is None else len(person.encodings))
+        if count > self.limits.max_encodings:
+            raise GalleryError(f"{name!r} would have {count} encodings, more than "
+                               f"gallery.max_encodings ({self.limits.max_encodings}); remove "
+                               "the person and enroll fewer photos, or raise the setting")
+        if person is None:
+            person = self._people[name] = Person(name, self._empty(), self._empty())
         person.encodings = np.concatenate([person.encodings, encodings])
         return len(person.encodings)
 
@@ -98,18 +146,21 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> None:
         person = self.person(old)
+        new = _clean_name(new)
         if new in self._people:
             raise GalleryError(f"{new!r} is already enrolled")
-        self.add(new, person.encodings)
-        self._people[new].rejected = person.rejected
-        self._people[new].threshold, self._people[new].enrolled = person.threshold, \
-            person.enrolled
-        self.remove(old)
+        del self._people[old]
+        person.name = new
+        self._people[new] = person
 
     def reject(self, name: str, encoding: np.ndarray) -> int:
         """Record that ``encoding`` is not ``name``; returns that person's rejection count."""
         person = self.person(name)
-        encoding = np.asarray(encoding, np.float32).reshape(-1, self.dim)
+        encoding = self._rows(encoding, f"rejection of {name!r}")
+        count = len(person.rejected) + len(encoding)
+        if count > self.limits.max_encodings:
+            raise GalleryError(f"{name!r} would have {count} rejections, more than "
+                               f"gallery.max_encodings ({self.limits.max_encodings})")
         person.rejected = np.concatenate([person.rejected, encoding])
         return len(person.rejected)
 
@@ -197,78 +248,348 @@ class Gallery:
             os.close(dir_fd)
 
 
-def load_gallery(path: Path, fingerprint: Optional[str] = None,
-                 legacy: Optional[str] = None) -> Gallery:
+@contextlib.contextmanager
+def locked_update(path: Path, fingerprint: Optional[str] = None, legacy: Optional[str] = None,
+                  limits: Optional[GalleryConfig] = None,
+                  new: Optional[Gallery] = None) -> Iterator[Gallery]:
+    """The gallery file to change, with no other writer in between.
+
+    Takes an exclusive lock on ``<path>.lock``, reads the file again under it (``new`` when
+    there is no file yet and ``new`` is given), yields it, saves it atomically when the block
+    ends without an exception, and releases the lock. Do slow work (detection, encoding)
+    before, not inside the block: other writers wait for it.
+    """
+    path = Path(path)
+    with _exclusive(path.with_name(path.name + ".lock")):
+        if new is not None and not path.exists():
+            gallery = new
+        else:
+            gallery = load_gallery(path, fingerprint, legacy, limits)
+        yield gallery
+        gallery.save(path)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on the file ``lock``, created if need be."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(str(lock), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise GalleryError(f"{lock}: cannot lock the gallery ({exc.strerror or exc})") from exc
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise GalleryError(f"{lock}: another process has held the gallery for "
+                                       f"{timeout:.0f} s; nothing was changed") from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def load_gallery(path: Path, fingerprint: Optional[str] = None, legacy: Optional[str] = None,
+                 limits: Optional[GalleryConfig] = None) -> Gallery:
     """Read a gallery file; with ``fingerprint``, refuse one made by another encoder.
 
     A gallery bound to ``legacy`` (the same encoder's fingerprint as earlier releases wrote
     it) is accepted and rebound to ``fingerprint``; the next save records the new one.
+    ``limits`` (default: the configuration's) bounds the people and encodings accepted.
     """
     path = Path(path)
     try:
-        with np.load(str(path), allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
-            names = [str(n) for n in data["names"]]
-            owner, rows = data["owner"], data["encodings"]
-            rejected = (data["rejected"], data["rejected_owner"]) if "rejected" in data \
-                else None
+        with open(path, "rb") as fh:
+            try:
+                archive = zipfile.ZipFile(fh)
+            except _ZIP_ERRORS as exc:
+                raise GalleryError(f"{path}: gallery file is corrupt or truncated ({exc})"
+                                   ) from exc
+            with archive:
+                return _read(_Members(archive, path), fingerprint, legacy,
+                             limits or GalleryConfig())
     except FileNotFoundError:
         raise GalleryError(f"{path}: no gallery here (enroll someone first)") from None
-    except (zipfile.BadZipFile, EOFError) as exc:
-        raise GalleryError(f"{path}: gallery file is corrupt or truncated ({exc})") from exc
-    except (KeyError, ValueError, OSError) as exc:
-        raise GalleryError(f"{path}: not a jetkiosk gallery file ({exc})") from exc
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise GalleryError(f"{path}: not a jetkiosk gallery file")
-    if header.get("version") not in VERSIONS:
-        raise GalleryError(f"{path}: gallery format version {header.get('version')!r}, "
-                           f"this jetkiosk reads versions {VERSIONS}")
-    if fingerprint is not None and legacy is not None and header["fingerprint"] == legacy:
-        log.info("%s: encoder fingerprint %s is the earlier form of %s; rebinding", path,
+    except OSError as exc:
+        raise GalleryError(f"{path}: cannot read the gallery ({exc.strerror or exc})") from exc
+
+
+class _Layout(NamedTuple):
+    """An array as its ``.npy`` header declares it, and where its data starts."""
+
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+class _Members:
+    """An open gallery file's arrays, each checked from its ``.npy`` header before it is read."""
+
+    def __init__(self, archive: zipfile.ZipFile, path: Path):
+        self.archive = archive
+        self.path = path
+        self.infos = {i.filename[:-4]: i for i in archive.infolist()
+                      if i.filename.endswith(".npy")}
+        self.layouts: Dict[str, _Layout] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.infos
+
+    def layout(self, name: str, kinds: str, itemsizes: Tuple[int, int], ndim: int,
+               what: str) -> Tuple[int, ...]:
+        """The shape ``name``'s header declares, refused (as not ``what``) unless the dtype
+        is of ``kinds`` with an item size in ``itemsizes`` and the shape has ``ndim``
+        dimensions, and unless the member's size is exactly what that shape needs."""
+        info = self.infos.get(name)
+        if info is None:
+            raise GalleryError(f"{self.path}: not a jetkiosk gallery file (no {name} array)")
+        try:
+            with self.archive.open(info) as member:
+                layout = _npy_layout(member.read(NPY_PREFIX))
+        except _ZIP_ERRORS as exc:
+            raise GalleryError(f"{self.path}: {name}: unreadable array header ({exc})") from exc
+        shape, dtype = layout.shape, layout.dtype
+        low, high = itemsizes
+        if dtype.kind not in kinds or not low <= dtype.itemsize <= high or len(shape) != ndim:
+            raise GalleryError(f"{self.path}: {name} is a {len(shape)}-dimensional array of "
+                               f"{dtype.str}, not {what}")
+        if layout.offset + layout.nbytes != info.file_size:
+            raise GalleryError(f"{self.path}: {name} claims shape {shape} "
+                               f"({layout.offset + layout.nbytes} bytes) but holds "
+                               f"{info.file_size} bytes")
+        self.layouts[name] = layout
+        return shape
+
+    def array(self, name: str) -> np.ndarray:
+        """The member's array, as ``layout`` checked it (call that first)."""
+        layout = self.layouts[name]
+        try:
+            with self.archive.open(self.infos[name]) as member:
+                member.read(layout.offset)
+                data = member.read(layout.nbytes)
+        except _ZIP_ERRORS as exc:
+            raise GalleryError(f"{self.path}: {name}: corrupt or truncated ({exc})") from exc
+        if len(data) != layout.nbytes:
+            raise GalleryError(f"{self.path}: {name}: truncated")
+        return np.frombuffer(data, layout.dtype).reshape(layout.shape,
+                                                         order="F" if layout.fortran else "C")
+
+
+def _npy_layout(prefix: bytes) -> _Layout:
+    """The layout of a ``.npy`` file (version 1.0 or 2.0) from its first bytes. Only a
+    header written the way numpy writes it, for the dtypes a gallery stores, is read; it is
+    matched, never evaluated, so what a file claims costs nothing to look at."""
+    version = prefix[6:8]
+    if prefix[:6] != b"\x93NUMPY" or version not in (b"\x01\x00", b"\x02\x00"):
+        raise ValueError("not a .npy array of format version 1.0 or 2.0")
+    start = 10 if version == b"\x01\x00" else 12
+    if len(prefix) < start:
+        raise ValueError("cut short")
+    length = int.from_bytes(prefix[8:start], "little")
+    match = _NPY_HEADER.fullmatch(prefix[start:start + length].decode("latin1"))
+    if match is None:
+        raise ValueError("not numpy's header of a number or text array")
+    descr, fortran, shape = match.groups()
+    return _Layout(tuple(int(n) for n in shape.split(",") if n.strip()), np.dtype(descr),
+                   fortran == "True", start + length)
+
+
+def _read(files: _Members, fingerprint: Optional[str], legacy: Optional[str],
+          limits: GalleryConfig) -> Gallery:
+    """Check and read the members, in an order that allocates nothing unbounded."""
+    where = files.path
+    people = files.layout("names", "U", (4, 4 * MAX_NAME), 1,
+                          f"a list of names of up to {MAX_NAME} characters")[0]
+    if people > limits.max_people:
+        raise GalleryError(f"{where}: {people} people, more than gallery.max_people "
+                           f"({limits.max_people})")
+    chars = HEADER_CHARS + HEADER_CHARS_PER_PERSON * people
+    files.layout("header", "U", (4, 4 * chars), 0, f"a text of up to {chars} characters")
+    header = _check_header(_parse_json(str(files.array("header")), where), where)
+    rebind = fingerprint is not None and legacy is not None and header["fingerprint"] == legacy
+    if rebind:
+        log.info("%s: encoder fingerprint %s is the earlier form of %s; rebinding", where,
                  legacy, fingerprint)
         header["fingerprint"] = fingerprint
-        if header.get("head") is not None:
-            header["head"]["fingerprint"] = fingerprint
     if fingerprint is not None and header["fingerprint"] != fingerprint:
         raise GalleryError(
-            f"{path}: encodings were made by encoder {header['encoder']} "
+            f"{where}: encodings were made by encoder {header['encoder']} "
             f"(fingerprint {header['fingerprint']}), but the loaded encoder has fingerprint "
             f"{fingerprint}; they cannot be compared. Re-enroll, or use the matching models.")
-    dim = int(header["dim"])
-    if rows.ndim != 2 or rows.shape[1] != dim or len(owner) != len(rows) or (
-            len(owner) and (owner.min() < 0 or owner.max() >= len(names))):
-        raise GalleryError(f"{path}: gallery file is inconsistent (shapes do not agree)")
-    gallery = Gallery(header["encoder"], header["fingerprint"], dim)
-    gallery.threshold = header.get("threshold")
-    if header.get("head") is not None:
-        gallery.set_head(VerificationHead.from_dict(header["head"], dim, f"{path}: head"))
-    records = header.get("people")
+    dim = header["dim"]
+    pairs = [("encodings", "owner")]
+    if "rejected" in files or "rejected_owner" in files:
+        pairs.append(("rejected", "rejected_owner"))
+    for rows, owner in pairs:
+        count, width = files.layout(rows, "f", (4, 4), 2, "a float32 matrix")
+        owners = files.layout(owner, "iu", (1, 8), 1, "a list of integers")[0]
+        if width != dim or owners != count:
+            raise GalleryError(f"{where}: {count} x {width} {rows} and {owners} {owner}, "
+                               f"expected {dim} columns and one {owner} per row")
+        if count > people * limits.max_encodings:
+            raise GalleryError(f"{where}: {count} {rows} for {people} person(s), more than "
+                               f"gallery.max_encodings ({limits.max_encodings}) each")
+    names = [str(n) for n in files.array("names")]
+    _check_names(names, header["people"], where)
+    gallery = Gallery(header["encoder"], header["fingerprint"], dim, limits)
+    gallery.threshold = header["threshold"]
+    head = header.get("head")
+    if head is not None:
+        if rebind and isinstance(head, dict):
+            head = {**head, "fingerprint": fingerprint}
+        gallery.set_head(VerificationHead.from_dict(head, dim, f"{where}: head"))
+    split = {rows: _per_person(files, rows, owner, names, limits, where)
+             for rows, owner in pairs}
     for i, name in enumerate(names):
-        gallery.add(name, rows[owner == i])
-        _restore(gallery.person(name), records, f"{path}: person {name!r}")
-    if rejected is not None:
-        vectors, whose = rejected
-        if vectors.ndim != 2 or vectors.shape[1] != dim or len(whose) != len(vectors) or (
-                len(whose) and (whose.min() < 0 or whose.max() >= len(names))):
-            raise GalleryError(f"{path}: gallery file is inconsistent (rejections)")
-        for i in np.unique(whose):
-            gallery.reject(names[int(i)], vectors[whose == i])
+        person = Person(name, split["encodings"][i],
+                        split["rejected"][i] if "rejected" in split else gallery._empty())
+        _restore(person, header["people"], f"{where}: person {name!r}")
+        gallery._people[name] = person
     return gallery
+
+
+def _per_person(files: _Members, rows: str, owner: str, names: List[str],
+                limits: GalleryConfig, where: Path) -> List[np.ndarray]:
+    """The rows of ``rows`` split by person (``owner``), each person's count checked before
+    the rows are read: at most ``max_encodings`` each, at least one encoding each."""
+    whose = files.array(owner)
+    outside = (whose < 0) | (whose >= len(names))
+    if outside.any():
+        raise GalleryError(f"{where}: {owner} index {whose[outside][0]} is not one of the "
+                           f"{len(names)} people")
+    whose = whose.astype(np.intp)
+    counts = np.bincount(whose, minlength=len(names))
+    for name, count in zip(names, counts):
+        if count > limits.max_encodings:
+            raise GalleryError(f"{where}: {name!r} has {count} {rows}, more than "
+                               f"gallery.max_encodings ({limits.max_encodings})")
+        if rows == "encodings" and not count:
+            raise GalleryError(f"{where}: {name!r} has no encodings")
+    vectors = files.array(rows)
+    _check_unit(vectors, f"{where}: {rows}")
+    order = np.argsort(whose, kind="stable")
+    return np.split(vectors[order].astype(np.float32, copy=False), np.cumsum(counts)[:-1])
+
+
+def _parse_json(text: str, where: Path) -> Any:
+    """The header's JSON: no NaN or Infinity, no integer beyond 18 digits, bounded depth."""
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a number")
+
+    def integer(digits: str) -> int:
+        if len(digits.lstrip("-")) > 18:
+            raise ValueError(f"integer {digits[:20]}... out of range")
+        return int(digits)
+
+    try:
+        return json.loads(text, parse_constant=constant, parse_int=integer)
+    except RecursionError:
+        raise GalleryError(f"{where}: the header is nested too deeply") from None
+    except ValueError as exc:
+        raise GalleryError(f"{where}: the header is not JSON ({exc})") from None
+
+
+def _check_header(header: Any, where: Path) -> Dict[str, Any]:
+    """The header's fields, each of the type and in the range the format allows."""
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise GalleryError(f"{where}: not a jetkiosk gallery file")
+    version = header.get("version")
+    if not _whole(version) or version not in VERSIONS:
+        raise GalleryError(f"{where}: gallery format version {_brief(version)}, "
+                           f"this jetkiosk reads versions {VERSIONS}")
+    for key in ("encoder", "fingerprint", "dim", "people"):
+        if key not in header:
+            raise GalleryError(f"{where}: the header has no {key!r}")
+    for key in ("encoder", "fingerprint"):
+        value = header[key]
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_LABEL \
+                or not value.isprintable():
+            raise GalleryError(f"{where}: header {key} {_brief(value)} is not 1 to "
+                               f"{MAX_LABEL} printable characters")
+    if not _whole(header["dim"]) or not 0 < header["dim"] <= MAX_DIM:
+        raise GalleryError(f"{where}: header dim {_brief(header['dim'])} is not a whole "
+                           f"number from 1 to {MAX_DIM}")
+    header.setdefault("threshold", None)
+    _check_threshold(header["threshold"], f"{where}: threshold")
+    if not isinstance(header["people"], dict):
+        raise GalleryError(f"{where}: header people {_brief(header['people'])} is not an "
+                           "object")
+    return header
+
+
+def _check_names(names: List[str], records: Dict[str, Any], where: Path) -> None:
+    """Valid, distinct names, the same as the header's records."""
+    seen = set()
+    for name in names:
+        if not _valid_name(name):
+            raise GalleryError(f"{where}: invalid person name {_brief(name)}")
+        if name in seen:
+            raise GalleryError(f"{where}: {name!r} is in the gallery twice")
+        seen.add(name)
+    extra = set(records) - seen
+    if extra:
+        raise GalleryError(f"{where}: the header has a record of {_brief(min(extra))} but "
+                           "no encodings")
+
+
+def _valid_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_NAME and name == name.strip() \
+        and not any(c in name for c in "\n\r\t/")
+
+
+def _clean_name(name: str) -> str:
+    """``name`` without surrounding blanks; GalleryError unless it is a usable name."""
+    if not _valid_name(name.strip()):
+        raise GalleryError(f"invalid person name {_brief(name)}")
+    return name.strip()
+
+
+def _check_unit(rows: np.ndarray, what: str) -> None:
+    """Finite, unit-length rows, as encoders give them."""
+    if not np.isfinite(rows).all():
+        raise GalleryError(f"{what}: NaN or infinite values")
+    lengths = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+    off = np.flatnonzero(np.abs(lengths - 1.0) >= UNIT_TOLERANCE)
+    if len(off):
+        raise GalleryError(f"{what}: encoding {off[0] + 1} has length {lengths[off[0]]:.4g}, "
+                           f"not 1 (within {UNIT_TOLERANCE})")
 
 
 def _check_threshold(value: Optional[float], where: str = "threshold") -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                               or not 0.0 < value < 4.0):
-        raise GalleryError(f"{where} {value!r} out of range (0, 4) for squared L2 distance")
+        raise GalleryError(f"{where} {_brief(value)} out of range (0, 4) for squared L2 "
+                           "distance")
 
 
-def _restore(person: Person, records: Any, where: str) -> None:
+def _restore(person: Person, records: Dict[str, Any], where: str) -> None:
     """The header's record of ``person``: their own threshold and enrollment time."""
-    record = records.get(person.name) if isinstance(records, dict) else None
+    record = records.get(person.name)
     if not isinstance(record, dict):
         raise GalleryError(f"{where}: missing from the header")
     _check_threshold(record.get("threshold"), f"{where}: threshold")
     enrolled = record.get("enrolled", person.enrolled)
-    if isinstance(enrolled, bool) or not isinstance(enrolled, (int, float)):
-        raise GalleryError(f"{where}: enrollment time {enrolled!r} is not a number")
+    if isinstance(enrolled, bool) or not isinstance(enrolled, (int, float)) \
+            or not 0 <= enrolled < 1e11:
+        raise GalleryError(f"{where}: enrollment time {_brief(enrolled)} is not a number of "
+                           "seconds since 1970")
     person.threshold, person.enrolled = record.get("threshold"), float(enrolled)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)``, cut short: a hostile file's values go into one-line messages."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

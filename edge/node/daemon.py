@@ -3,7 +3,8 @@ metrics.
 
 SIGTERM (and SIGINT) stop capture; the outbox is flushed within ``mqtt.flush_timeout``, the
 camera and node are published offline, and the exit status is 0. SIGHUP reloads the
-configuration and the gallery between frames, keeping the MQTT session.
+configuration and the gallery between frames, keeping the MQTT session; a changed gallery
+file is reloaded between frames too, without a signal.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .loop import CaptureLoop
 from .metrics import LoopCollector, MetricsServer
 from .mqtt_sink import MqttSink
 from .node import Node
-from .reload import Reloader
+from .reload import GalleryWatch, Reloader
 from .sinks import open_sink, sink_uris
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class Runner:
     1. the outbox and the MQTT link, when ``run.sink`` names ``mqtt``;
     2. the sinks (``jsonl`` files);
     3. the metrics endpoint (``metrics.listen``);
-    4. the source (``run.source``), opened before any connection so that a bad one fails fast.
+    4. the source (``run.source``), opened before any connection so that a bad one fails fast;
+    5. the gallery watch: a thread that looks at the gallery file once a second and has the
+       loop reload it between frames when it has changed.
 
     Closing the link drains the outbox for up to ``mqtt.flush_timeout`` s and publishes the
     node ``offline``; the outbox is closed only after the link's thread has stopped.
@@ -72,6 +75,9 @@ class Runner:
         reloaded)."""
         self.config = config
         self.load_matcher = load_matcher
+        self.watch = GalleryWatch(  # before loading: a change from now on is seen
+            lambda: config.gallery_path,
+            lambda: self.loop.call_soon(self.reloader.gallery_changed))
         matcher = load_matcher()
         self.node: Optional[Node] = None
         self.metrics: Optional[MetricsServer] = None
@@ -91,6 +97,8 @@ class Runner:
                 log.info("metrics on http://%s/metrics", config.metrics.listen)
             self.source = self._open_source()
             stack.callback(self.source.close)
+            stack.callback(self.watch.close)
+            self.watch.start()
             self._opened = stack.pop_all()
 
     def _open_mqtt(self, stack: contextlib.ExitStack) -> MqttSink:
@@ -127,7 +135,7 @@ class Runner:
         return self.node.run(self.source)
 
     def reload(self) -> Dict[str, Any]:
-        """The gallery again (SIGHUP); the loop switches at its next frame."""
+        """The gallery again (SIGHUP, a changed file); the loop switches at its next frame."""
         if self.node is not None:
             return self.node.reload()
         self.loop.matcher = self.load_matcher()

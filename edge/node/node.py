@@ -13,7 +13,7 @@ from ..capture.sources import Source
 from ..core.config import Config
 from ..core.errors import GalleryError
 from ..faces.decisions import Matcher
-from ..faces.gallery import load_gallery
+from ..faces.gallery import locked_update
 from ..mqtt.commands import CommandError, CommandRouter
 from ..mqtt.discovery import Discovery
 from ..mqtt.link import OFFLINE, ONLINE
@@ -114,10 +114,9 @@ class Node:
                                f"{RECENT_DECISIONS} decisions")
         manifest = self.loop.analyzer.encoder_manifest
         try:
-            gallery = load_gallery(self.config.gallery_path, manifest.fingerprint,
-                                   manifest.legacy_fingerprint)
-            count = gallery.reject(command["name"], encoding)
-            gallery.save(self.config.gallery_path)
+            with locked_update(self.config.gallery_path, manifest.fingerprint,
+                               manifest.legacy_fingerprint, self.config.gallery) as gallery:
+                count = gallery.reject(command["name"], encoding)
         except GalleryError as exc:
             raise CommandError(str(exc)) from None
         return {"name": command["name"], "rejections": count, **self.reload()}

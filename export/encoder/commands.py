@@ -281,12 +281,12 @@ def _read_head(path: Path, manifest):
 
 
 def _update_gallery(config: Config, manifest, change: Callable) -> None:
-    from jetkiosk.edge.faces.gallery import load_gallery
+    """Apply ``change`` to the gallery file under its lock (no other writer in between)."""
+    from jetkiosk.edge.faces.gallery import locked_update
 
-    gallery = load_gallery(config.gallery_path, manifest.fingerprint,
-                           manifest.legacy_fingerprint)
-    change(gallery)
-    gallery.save(config.gallery_path)
+    with locked_update(config.gallery_path, manifest.fingerprint, manifest.legacy_fingerprint,
+                       config.gallery) as gallery:
+        change(gallery)
 
 
 def _int(text: str, flag: str) -> int:

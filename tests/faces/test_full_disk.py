@@ -14,6 +14,10 @@ from jetkiosk.edge.faces.gallery import Gallery, load_gallery
 from mosquitto import Mosquitto, Subscriber, open_link
 
 
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     mount = tmp_path / "disk"
@@ -43,10 +47,11 @@ def test_a_full_disk_leaves_the_gallery_file_as_it_was(small_disk):
     path = small_disk / "gallery.npz"
     gallery = Gallery("facenet-casia", "f" * 64, 512)
     rng = np.random.default_rng(0)
-    gallery.add("ada", rng.normal(size=(2, 512)).astype(np.float32))
+    gallery.add("ada", unit(rng.normal(size=(2, 512))))
     gallery.save(path)
     before = path.read_bytes()
-    gallery.add("grace", rng.normal(size=(200, 512)).astype(np.float32))  # 400 KiB
+    gallery.add("grace", unit(rng.normal(size=(100, 512))))  # 400 KiB with hopper
+    gallery.add("hopper", unit(rng.normal(size=(100, 512))))
     with pytest.raises(GalleryError, match=r"gallery.npz: cannot save the gallery \(No space "
                        r"left on device\); the file on disk is unchanged"):
         gallery.save(path)

@@ -93,7 +93,7 @@ def test_a_crash_mid_write_leaves_the_old_gallery_intact(small, tmp_path, monkey
         raise OSError("disk full")
 
     monkeypatch.setattr(gallery_mod.np, "savez", crash)
-    small.add("carl", np.ones((1, 8), np.float32))
+    small.add("carl", unit(np.ones((1, 8))))
     with pytest.raises(GalleryError, match=r"cannot save the gallery \(disk full\); the file "
                        "on disk is unchanged"):
         small.save(path)
