@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The stamp names this install recipe too: a changed recipe reinstalls.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	# The MQTT tests start their own Mosquitto and make certificates with openssl; the
 	# kiosk tests need a real X server (Xvfb) and a real browser (Debian's Chromium); the
 	# service tests need systemd's tools and a real RTSP server (gst-rtsp-server).
@@ -21,7 +22,12 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch (the machine's pip config finds it on disk; a bare `torch`
 	# would pull a multi-GB CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[pc,export,demo,dev]'
+	# bench: the peers the benches measure against; tests/test_benches.py runs every bench
+	# (--quick). face_recognition comes without its dependencies (they name dlib, which pip
+	# would compile for a quarter of an hour; the bench extra's dlib-bin is it prebuilt).
+	# About 15 s from a warm pip cache, 50 s cold.
+	$(PY) -m pip install -q -e '.[pc,export,demo,dev,bench]'
+	$(PY) -m pip install -q --no-deps face_recognition==1.3.0 face_recognition_models==0.3.0
 	rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: install demo test bench
@@ -34,8 +40,6 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) -m pip install -q --no-deps face_recognition==1.3.0 face_recognition_models==0.3.0
 	$(PY) bench/open_set.py
 	$(PY) bench/faces_vs_face_recognition.py
 	$(PY) bench/live_loop.py

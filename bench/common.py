@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
+import importlib.util
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Set, Tuple
@@ -13,13 +16,37 @@ from typing import Callable, Dict, List, Set, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "faces"
 MODELS = ROOT / "build" / "bench-models"
+# Where the runtime models are built, when set (tests/test_benches.py shares one folder).
+MODELS_ENV = "JETKIOSK_BENCH_MODELS"
 
 
 def models_dir() -> Path:
+    """The runtime models, built once: in $JETKIOSK_BENCH_MODELS, else build/bench-models."""
     from jetkiosk.export.models.prepare import prepare
 
-    prepare(MODELS, progress=lambda _: None)
-    return MODELS
+    path = Path(os.environ.get(MODELS_ENV) or MODELS)
+    prepare(path, progress=lambda _: None)
+    return path
+
+
+def parse(parser: argparse.ArgumentParser, quick: str) -> argparse.Namespace:
+    """The bench's arguments plus ``--quick`` (``quick`` says what it runs): a few inputs
+    through the same code as the full run, in seconds, writing nothing into the checkout
+    (models in a folder under the temp dir unless $JETKIOSK_BENCH_MODELS names one)."""
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke test: {quick}, through the same code as the full run")
+    args = parser.parse_args()
+    if args.quick and not os.environ.get(MODELS_ENV):
+        os.environ[MODELS_ENV] = str(Path(tempfile.gettempdir()) / "jetkiosk-bench-models")
+    return args
+
+
+def have_peer(module: str, label: str) -> bool:
+    """Whether the peer ``module`` imports; if not, says so (``make install`` installs them)."""
+    if importlib.util.find_spec(module) is not None:
+        return True
+    print(f"peer {label} not installed: skipped")
+    return False
 
 
 def analyzer(*overrides: str):

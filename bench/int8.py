@@ -6,7 +6,7 @@ people gallery of ../shared/faces; detector calibrated on frames of the demo cli
 the people probes; style network calibrated on demo-clip frames, gated on scikit-image photos.
 Goal: the encoder >= 2x faster in INT8 with identification unchanged.
 
-Usage: python bench/int8.py [--workdir DIR] [--models encoder,detector,style]
+Usage: python bench/int8.py [--workdir DIR] [--models encoder,detector,style] [--quick]
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 
-from common import machine
+from common import machine, models_dir, parse
 from jetkiosk.calibration.accuracy_gate import make_int8
 from jetkiosk.calibration.calib_set import build_set
 from jetkiosk.calibration.commands import find_manifest
@@ -34,12 +34,15 @@ from jetkiosk.edge.runtime.onnx_runtime import OnnxRuntimeBackend
 from jetkiosk.export.models.prepare import prepare
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "faces"
+ENCODER = "facenet-casia"  # configured too: the runtime's crops must be this encoder's
 
 
 def linked(folder: Path, targets: List[Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for target in targets:
-        (folder / target.name).symlink_to(target)
+        link = folder / target.name
+        if not link.is_symlink():  # a --workdir used before has them
+            link.symlink_to(target)
     return folder
 
 
@@ -59,15 +62,36 @@ def speed(fp32: Manifest, int8: Manifest, feeds: List[Dict[str, np.ndarray]],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--models", default="encoder,detector,style")
-    args = parser.parse_args()
+    args = parse(parser, "a few calibration samples and held-out photos, the int8-cpu form "
+                 "only, 2 timing rounds")
     logging.basicConfig(level=logging.WARNING)
+    # ORL subjects calibrated on / gated on; calibration samples per model; timing rounds
+    cal, held = (range(1, 3), range(21, 23)) if args.quick else (range(1, 21), range(21, 41))
+    counts = {"encoder": 10, "detector": 4, "style": 4} if args.quick else \
+        {"encoder": 100, "detector": 60, "style": 40}
+    rounds = 2 if args.quick else 20
+    forms = ("int8-cpu",) if args.quick else ("int8-cpu", "int8")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="int8-bench-"))
+    try:
+        run(work, args.models.split(","), cal, held, counts, forms, rounds)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, keys: List[str], cal: range, held: range, counts: Dict[str, int],
+        forms: Tuple[str, ...], rounds: int) -> None:
+    """Calibrate, gate and time each of ``keys`` in ``forms``, all files under ``work``."""
     models = work / "models"
+    # The benches' prepared models, copied (the variants are written beside them); prepare()
+    # checks the copies.
+    shutil.copytree(models_dir(), models, dirs_exist_ok=True)
     prepare(models, progress=lambda _: None)
-    config = load_config(overrides=[f"models.dir={models}", "models.backend=onnxruntime"])
+    config = load_config(overrides=[f"models.dir={models}", "models.backend=onnxruntime",
+                                    f"models.encoder={ENCODER}"])
     clip = work / "clip.mp4"
     demo.make_clip(clip, demo.sample_photos())
     photos = work / "photos"
@@ -78,16 +102,16 @@ def main() -> None:
         cv2.imwrite(str(photos / f"{name}.png"), getattr(data, name)()[..., ::-1])
     orl = SHARED / "orl"
     plans = {
-        "encoder": ("facenet-casia",
-                    [linked(work / "orl-cal", [orl / f"s{i}" for i in range(1, 21)])],
-                    [linked(work / "orl-held", [orl / f"s{i}" for i in range(21, 41)]),
-                     SHARED / "people/gallery"], 100, None),
+        "encoder": (ENCODER,
+                    [linked(work / "orl-cal", [orl / f"s{i}" for i in cal])],
+                    [linked(work / "orl-held", [orl / f"s{i}" for i in held]),
+                     SHARED / "people/gallery"], counts["encoder"], None),
         "detector": ("retinaface-mnet025", [clip, SHARED / "people/gallery"],
-                     [SHARED / "people/probes"], 60, None),
-        "style": ("mosaic", [clip], [photos], 40, None),
+                     [SHARED / "people/probes"], counts["detector"], None),
+        "style": ("mosaic", [clip], [photos], counts["style"], None),
     }
-    print(f"# INT8 vs FP32 through ONNX Runtime on {machine()}")
-    for key in args.models.split(","):
+    print(f"# INT8 ({', '.join(forms)}) vs FP32 through ONNX Runtime on {machine()}")
+    for key in keys:
         name, sources, heldout, count, size = plans[key]
         manifest = load_manifest(find_manifest(config, name))
         started = time.perf_counter()
@@ -95,22 +119,21 @@ def main() -> None:
         compare = comparison(config, manifest, heldout)
         print(f"\n## {manifest.name}: {len(data_set.samples)} calibration samples from "
               f"{data_set.info['pictures']} pictures")
-        for form in ("int8-cpu", "int8"):
+        for form in forms:
             result = make_int8(manifest, form, data_set.samples, compare, data_set.info,
                                progress=lambda _: None)
             print(result.report())
             if result.passed:
                 variant = load_manifest(variant_path(manifest.path, form))
-                print(f"  speed INT8 / FP32: {speed(manifest, variant, data_set.samples):.2f}x "
+                print(f"  speed INT8 / FP32: "
+                      f"{speed(manifest, variant, data_set.samples, rounds):.2f}x "
                       f"(batch 1, calibration inputs)")
                 if key == "encoder":
                     batch = {k: np.concatenate([s[k] for s in data_set.samples[:8]])
                              for k in data_set.samples[0]}
                     print(f"  speed INT8 / FP32 at batch 8: "
-                          f"{speed(manifest, variant, [batch]):.2f}x")
+                          f"{speed(manifest, variant, [batch], rounds):.2f}x")
         print(f"  ({time.perf_counter() - started:.0f} s)")
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

