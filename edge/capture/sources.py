@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
+from ..core.config import ImagesConfig
 from ..core.errors import ConfigError, ImageError, SourceError
 from ..core.images import IMAGE_SUFFIXES, load_image
 
@@ -186,10 +187,12 @@ class LatestFrame(Source):
 
 
 class ImageFolder(Source):
-    """Every image file in a folder, in name order."""
+    """Every image file in a folder, in name order, within ``limits`` (``config.images``).
+    A FIFO among them is read like a file: the source waits for its writer."""
 
-    def __init__(self, uri: str, folder: Path):
+    def __init__(self, uri: str, folder: Path, limits: Optional[ImagesConfig] = None):
         self.uri = uri
+        self.limits = limits
         self.files: List[Path] = sorted(p for p in folder.iterdir()
                                         if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
@@ -198,14 +201,14 @@ class ImageFolder(Source):
     def frames(self) -> Iterator[Frame]:
         for path in self.files:
             try:
-                yield load_image(path), time.monotonic()
+                yield load_image(path, limits=self.limits, allow_fifo=True), time.monotonic()
             except ImageError as exc:
                 raise SourceError(f"{self.uri}: {exc}") from exc
 
 
-def open_source(uri: str, timeout: float = 0.0) -> Source:
+def open_source(uri: str, timeout: float = 0.0, images: Optional[ImagesConfig] = None) -> Source:
     """Open a frame source from its URI; a live one fails after ``timeout`` s without a frame
-    (0: it waits for ever)."""
+    (0: it waits for ever). An image folder's files are read within ``images``."""
     problem = _unknown_scheme(uri)
     if problem:
         raise SourceError(problem)
@@ -216,7 +219,7 @@ def open_source(uri: str, timeout: float = 0.0) -> Source:
     if parts.scheme == "file":
         path = Path(parts.netloc + parts.path)
         if path.is_dir():
-            return ImageFolder(uri, path)
+            return ImageFolder(uri, path, images)
         if not path.is_file():
             raise SourceError(f"{uri}: no such file or folder")
         capture = _Capture(uri, str(path), cv2.CAP_ANY, loop)

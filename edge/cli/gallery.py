@@ -135,7 +135,7 @@ def _camera_encodings(session: Session, uri: str, wanted: int) -> list:
 
     from ..capture.sources import open_source
 
-    source = open_source(uri)
+    source = open_source(uri, images=session.config.images)
     candidates = []
     try:
         for frame, _ in source.frames():

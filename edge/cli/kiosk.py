@@ -90,7 +90,7 @@ def cmd_stylize_image(args: argparse.Namespace, config: Config) -> int:
 
     from ..core.images import load_image
 
-    content = load_image(args.content)
+    content = load_image(args.content, limits=config.images)
     out = args.out or args.content.with_name(f"{args.content.stem}-{Path(args.style).stem}.png")
     if args.method == "network":
         from ..kiosk.catalog import BUNDLED, StyleCatalog
@@ -101,7 +101,7 @@ def cmd_stylize_image(args: argparse.Namespace, config: Config) -> int:
         w, h = model.check_size(round(content.shape[1] * scale), round(content.shape[0] * scale))
         result = model(cv2.resize(content, (w, h), interpolation=cv2.INTER_AREA))
     else:
-        result = _gatys(args, content)
+        result = _gatys(args, content, config)
     if not cv2.imwrite(str(out), result):
         raise ImageError(f"{out}: cannot write the image")
     emit(args, {"content": str(args.content), "style": args.style, "method": args.method,
@@ -109,7 +109,7 @@ def cmd_stylize_image(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _gatys(args: argparse.Namespace, content_bgr: Any) -> Any:
+def _gatys(args: argparse.Namespace, content_bgr: Any, config: Config) -> Any:
     import cv2
 
     try:
@@ -121,7 +121,7 @@ def _gatys(args: argparse.Namespace, content_bgr: Any) -> Any:
     if args.style in styles:
         style = styles[args.style][0]
     elif Path(args.style).is_file():
-        style = read_rgb(Path(args.style))
+        style = read_rgb(Path(args.style), config.images)
     else:
         raise ImageError(f"--style {args.style}: no such image, and not one of "
                          f"{', '.join(sorted(styles))}")

@@ -17,15 +17,12 @@ class Session:
         self.config = config
         self.analyzer = FaceAnalyzer(config)
 
-    def gallery(self, create: bool = False):
-        from ..faces.gallery import Gallery, load_gallery
+    def gallery(self):
+        from ..faces.gallery import load_gallery
 
-        path = self.config.gallery_path
-        if create and not path.exists():
-            return Gallery(self.analyzer.encoder_manifest.name, self.analyzer.fingerprint,
-                           self.analyzer.encoder.dim)
         manifest = self.analyzer.encoder_manifest
-        return load_gallery(path, manifest.fingerprint, manifest.legacy_fingerprint)
+        return load_gallery(self.config.gallery_path, manifest.fingerprint,
+                            manifest.legacy_fingerprint, self.config.gallery)
 
     def threshold_rule(self):
         from ..faces.open_set import threshold_rule
@@ -40,7 +37,7 @@ class Session:
     def faces(self, photo: Path):
         from ..core.images import load_image
 
-        return self.analyzer.analyze(load_image(photo))
+        return self.analyzer.analyze(load_image(photo, limits=self.config.images))
 
 
 def subject_encoding(session: Session, photo: Path):
@@ -49,7 +46,7 @@ def subject_encoding(session: Session, photo: Path):
     from ..core.images import load_image
     from ..faces.subject import subject
 
-    image = load_image(photo)
+    image = load_image(photo, limits=session.config.images)
     detections = session.analyzer.detector.detect(image)
     if not detections:
         raise ImageError(f"{photo}: no usable face found")

@@ -60,7 +60,7 @@ class KioskService:
             if self.remote is not None and not self.remote.start(self.config.mqtt.connect_timeout):
                 log.warning("MQTT: %s; style commands work once it answers",
                             self.remote.link.last_error or "not connected yet")
-            source = open_source(kiosk_source(uri))
+            source = open_source(kiosk_source(uri), images=self.config.images)
             try:
                 frames = self.kiosk.run(source)
             finally:

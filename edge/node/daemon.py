@@ -116,7 +116,7 @@ class Runner:
         """A live source reopens itself; its state goes to MQTT when there is a node."""
         uri = self.config.run.source
         if urlsplit(uri).scheme not in LIVE_SCHEMES:
-            return open_source(uri)
+            return open_source(uri, images=self.config.images)
         if self.node is None:
             return ReconnectingSource(uri, self.config.run)
         return ReconnectingSource(uri, self.config.run, self.node.camera_state)

@@ -13,17 +13,17 @@ import cv2
 import numpy as np
 import torch
 
+from jetkiosk.edge.core.config import ImagesConfig
 from jetkiosk.edge.core.errors import ImageError
+from jetkiosk.edge.core.images import load_image
 
 OPENCV_SAMPLES = Path("/usr/share/doc/opencv-doc/examples/data")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageError(f"{path}: cannot read an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def read_rgb(path: Path, limits: Optional[ImagesConfig] = None) -> np.ndarray:
+    """An image file as H x W x 3 uint8 RGB, read by the package's one loader."""
+    return cv2.cvtColor(load_image(path, min_side=1, limits=limits), cv2.COLOR_BGR2RGB)
 
 
 def to_tensor(rgb: np.ndarray, max_side: Optional[int] = None) -> torch.Tensor:
