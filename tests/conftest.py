@@ -83,6 +83,24 @@ def demo_clip(tmp_path_factory):
     return path, photos
 
 
+def configure(config: Config, values: dict) -> Config:
+    """Set ``section.key`` values on ``config`` (already typed, unlike ``--set``)."""
+    for key, value in values.items():
+        section, field = key.split(".")
+        setattr(getattr(config, section), field, value)
+    return config
+
+
+def enroll_demo_people(config: Config, analyzer, photos: dict) -> None:
+    """The demo's two people (one photo each) saved as ``config``'s gallery."""
+    from jetkiosk.edge.faces.gallery import Gallery
+
+    gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
+    for name in ("eileen_collins", "grace_hopper"):
+        gallery.add(name, analyzer.analyze(photos[name])[0].encoding[None])
+    gallery.save(config.gallery_path)
+
+
 def noisy_frames(image: np.ndarray, count: int, sigma: float = 3.0, seed: int = 0):
     """A static scene as a camera sees it: the same image with fresh sensor noise."""
     rng = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ import threading
 import jsonschema
 import numpy as np
 
+from conftest import configure
 from jetkiosk.edge.core.config import Config
 from jetkiosk.edge.kiosk.app import KioskService
 from jetkiosk.edge.kiosk.catalog import BUNDLED
@@ -39,10 +40,7 @@ def kiosk_config(config, broker, still_clip, models):
               "kiosk.style": "hubble", "kiosk.width": 320, "kiosk.mqtt": True,
               "mqtt.broker": broker.uri, "mqtt.node": "kiosk1", "mqtt.stats_interval": 0.5,
               "models.dir": str(models)}
-    for key, value in values.items():
-        section, field = key.split(".")
-        setattr(getattr(config, section), field, value)
-    return config
+    return configure(config, values)
 
 
 def send(subscriber, target, payload):

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from conftest import configure, enroll_demo_people
 from jetkiosk.edge.cli.main import main
 from jetkiosk.edge.core.config import MqttConfig
 from jetkiosk.edge.faces.decisions import Matcher
@@ -60,16 +61,11 @@ def send(port: int, topic: str, payload: bytes, response_topic: str = "",
 def node(config, analyzer, demo_clip, broker, tmp_path):
     """The real node on MQTT 5, its clip looping so that events keep coming, in a thread."""
     clip, photos = demo_clip
-    gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
-    for name in ("eileen_collins", "grace_hopper"):
-        gallery.add(name, analyzer.analyze(photos[name])[0].encoding[None])
-    gallery.save(config.gallery_path)
-    for key, value in {"run.source": f"file://{clip}?loop=1", "run.sink": "mqtt",
+    enroll_demo_people(config, analyzer, photos)
+    configure(config, {"run.source": f"file://{clip}?loop=1", "run.sink": "mqtt",
                        "mqtt.broker": broker.uri, "mqtt.node": "kiosk1", "mqtt.protocol": "5",
                        "mqtt.outbox": str(tmp_path / "outbox.db"), "mqtt.stats_interval": 0.5,
-                       "mqtt.reconnect_min": 0.1, "mqtt.reconnect_max": 0.2}.items():
-        section, field = key.split(".")
-        setattr(getattr(config, section), field, value)
+                       "mqtt.reconnect_min": 0.1, "mqtt.reconnect_max": 0.2})
     runner = Runner(config, analyzer, lambda: Matcher(
         load_gallery(config.gallery_path, analyzer.fingerprint),
         threshold_rule(config.gallery, analyzer.encoder_manifest)))

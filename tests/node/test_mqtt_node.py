@@ -16,9 +16,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from conftest import configure, enroll_demo_people
 from jetkiosk.edge.cli.main import main
 from jetkiosk.edge.faces.decisions import Matcher
-from jetkiosk.edge.faces.gallery import Gallery, load_gallery
+from jetkiosk.edge.faces.gallery import load_gallery
 from jetkiosk.edge.faces.open_set import threshold_rule
 from jetkiosk.edge.mqtt.listen import describe
 from jetkiosk.edge.mqtt.outbox import Outbox
@@ -34,16 +35,11 @@ SCHEMA_OF = {"/faces/events": "event", "/state": "person_state", "/faces/count":
 @pytest.fixture
 def node_config(config, analyzer, demo_clip, broker, tmp_path):
     clip, photos = demo_clip
-    gallery = Gallery(analyzer.encoder_manifest.name, analyzer.fingerprint, analyzer.encoder.dim)
-    for name in ("eileen_collins", "grace_hopper"):
-        gallery.add(name, analyzer.analyze(photos[name])[0].encoding[None])
-    gallery.save(config.gallery_path)
-    for key, value in {"run.source": f"file://{clip}", "run.sink": "mqtt",
+    enroll_demo_people(config, analyzer, photos)
+    configure(config, {"run.source": f"file://{clip}", "run.sink": "mqtt",
                        "mqtt.broker": broker.uri, "mqtt.node": "kiosk1",
                        "mqtt.outbox": str(tmp_path / "outbox.db"), "mqtt.stats_interval": 0.5,
-                       "mqtt.presence_refresh": 0.5, "mqtt.reconnect_min": 0.1}.items():
-        section, field = key.split(".")
-        setattr(getattr(config, section), field, value)
+                       "mqtt.presence_refresh": 0.5, "mqtt.reconnect_min": 0.1})
     return config
 
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import configure
 from jetkiosk.edge.capture.sources import ImageFolder, _Capture
 from jetkiosk.edge.core.errors import ConfigError, SourceError
 from jetkiosk.edge.faces.decisions import Matcher
@@ -62,13 +63,11 @@ def frames_folder(path: Path, count: int, corrupt_at: int = -1) -> str:
 @pytest.fixture
 def run_config(config, broker, tmp_path):
     """MQTT, a JSON lines file and the metrics endpoint, over a folder of 3 blank frames."""
-    for key, value in {"run.source": frames_folder(tmp_path / "frames", 3),
+    configure(config, {"run.source": frames_folder(tmp_path / "frames", 3),
                        "run.sink": f"mqtt,jsonl:{tmp_path / 'events.jsonl'}",
                        "metrics.listen": f"127.0.0.1:{free_port()}", "mqtt.broker": broker.uri,
                        "mqtt.node": "door", "mqtt.outbox": str(tmp_path / "outbox.db"),
-                       "mqtt.reconnect_min": 0.1}.items():
-        section, field = key.split(".")
-        setattr(getattr(config, section), field, value)
+                       "mqtt.reconnect_min": 0.1})
     return config
 
 
