@@ -27,7 +27,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
                         "--source")
     common(enroll)
 
-    gallery = sub.add_parser("gallery", help="list, remove, rename, reject, audit; thresholds")
+    gallery = sub.add_parser("gallery", help="list, remove, rename, reject, audit; thresholds, "
+                             "styles")
     gsub = gallery.add_subparsers(dest="action", required=True)
     common(gsub.add_parser("list", help="enrolled people"))
     remove = gsub.add_parser("remove", help="remove a person")
@@ -41,6 +42,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
     thr.add_argument("value", help="squared L2 distance, or 'default' to clear")
     thr.add_argument("--person", help="only this person")
     common(thr)
+    style = gsub.add_parser("style", help="the kiosk style shown to a person")
+    style.add_argument("name")
+    style.add_argument("style", help="a style the kiosk can show, or 'none' to clear")
+    common(style)
     reject = gsub.add_parser("reject", help="record that the face in PHOTO (or of a running "
                              "node's event) is not NAME; NAME's decisions then refuse it and "
                              "anything as close")
@@ -199,11 +204,20 @@ def cmd_gallery(args: argparse.Namespace, config: Config) -> int:
             return _audit(args, gallery, matcher)
         for name in gallery.names:
             tau, why = matcher.threshold_for(name), matcher.rule_for(name)
+            style = gallery.person(name).style
             emit(args, {"name": name, "photos": len(gallery.encodings(name)),
                          "threshold": round(tau, 4), "rule": why,
-                         "rejections": len(gallery.rejections(name))},
+                         "rejections": len(gallery.rejections(name)), "style": style},
                   f"{name}\t{len(gallery.encodings(name))} photo(s)\t"
-                  f"threshold {tau:.4f} ({why})")
+                  f"threshold {tau:.4f} ({why})" + (f"\tstyle {style}" if style else ""))
+        return 0
+    if args.action == "style":
+        style = None if args.style == "none" else _known_style(args.style, config)
+        with locked_update(config.gallery_path, limits=config.gallery) as gallery:
+            gallery.set_style(args.name, style)
+        emit(args, {"ok": True, "action": "style", "name": args.name, "style": style},
+              f"gallery: {args.name}'s style is now {style}" if style
+              else f"gallery: {args.name}'s style cleared (the kiosk's own)")
         return 0
     with locked_update(config.gallery_path, limits=config.gallery) as gallery:
         if args.action == "remove":
@@ -254,6 +268,14 @@ def _audit(args: argparse.Namespace, gallery: Any, matcher: Any) -> int:
     emit(args, {"summary": True, "people": len(names), "findings": findings},
           f"audit: {len(names)} people, {findings} finding(s)")
     return 1 if findings else 0
+
+
+def _known_style(name: str, config: Config) -> str:
+    """``name`` if the kiosk can show it (a bundled style or one in the models directory);
+    a StyleError listing the available ones if not."""
+    from ..kiosk.catalog import BUNDLED, StyleCatalog
+
+    return StyleCatalog([config.models_dir, BUNDLED], config=config).check(name)
 
 
 def _float(text: str) -> float:

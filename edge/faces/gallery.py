@@ -7,8 +7,11 @@ encoder's fingerprint; encodings from any other model are refused, never compare
 Version 2 adds ``head`` to the header: the gallery decides with a learned verification
 head instead of a distance threshold. Version 3 adds ``rejected`` (R x D float32) and
 ``rejected_owner`` (R person indices): encodings that were confirmed *not* to be that person
-(``jetkiosk gallery reject``). A file is written with the lowest version that holds what
-it has, so older jetkiosk releases keep reading galleries that use nothing newer.
+(``jetkiosk gallery reject``). Version 4 adds ``style`` to a person's header record: the
+kiosk style shown to them (``jetkiosk gallery style``), 1 to 64 of ``A-Z a-z 0-9 _ -``; a
+record without one (or with null) has none. A file is written with the lowest version that
+holds what it has, so older jetkiosk releases keep reading galleries that use nothing newer,
+and refuse a newer version rather than misread it.
 
 Reading checks a file before anything is allocated from it: each array's ``.npy`` header
 (its dtype and shape, which must account for the member's size exactly), the JSON header's
@@ -47,13 +50,14 @@ from .verification_head import VerificationHead
 
 log = logging.getLogger(__name__)
 FORMAT = "jetkiosk-gallery"
-VERSIONS = (1, 2, 3)
+VERSIONS = (1, 2, 3, 4)
 MAX_DIM = 4096  # encoding dimensions a header may claim
 MAX_NAME = 128  # characters in a person's name
 MAX_LABEL = 256  # characters in the header's encoder name and fingerprint
 UNIT_TOLERANCE = 1e-3  # |length - 1| of an encoding (encoders L2-normalise: float32 ~1e-7)
 HEADER_CHARS = 1 << 20  # JSON header: this many characters (the head's weights)...
 HEADER_CHARS_PER_PERSON = 2048  # ...and these per person (an escaped name, their record)
+STYLE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a style name in a person's record
 NPY_PREFIX = 512  # bytes of a member read for its .npy header (numpy writes 128)
 LOCK_TIMEOUT = 60.0  # seconds a writer waits for another one to finish
 # A .npy header as numpy writes it (keys sorted, ", " after each), of a number or text dtype
@@ -68,17 +72,23 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, Ty
 @dataclass
 class Person:
     """One enrolled person: their encodings, the encodings confirmed not to be them, their own
-    threshold (None: the gallery's rule decides) and when they were first enrolled."""
+    threshold (None: the gallery's rule decides), when they were first enrolled and their
+    kiosk style (None: the kiosk's own)."""
 
     name: str
     encodings: np.ndarray  # n x D, one row per enrolled photo or frame
     rejected: np.ndarray  # r x D: "this is not name" (``jetkiosk gallery reject``)
     threshold: Optional[float] = None
     enrolled: float = field(default_factory=time.time)
+    style: Optional[str] = None
 
     def record(self) -> Dict[str, Any]:
-        """What the file's header keeps of this person (the arrays are stored beside it)."""
-        return {"threshold": self.threshold, "enrolled": self.enrolled}
+        """What the file's header keeps of this person (the arrays are stored beside it); a
+        style only when set, so a file without one keeps an older version's records."""
+        record: Dict[str, Any] = {"threshold": self.threshold, "enrolled": self.enrolled}
+        if self.style is not None:
+            record["style"] = self.style
+        return record
 
 
 class Gallery:
@@ -175,6 +185,12 @@ class Gallery:
         else:
             self.person(name).threshold = value
 
+    def set_style(self, name: str, style: Optional[str]) -> None:
+        """Show ``name`` the kiosk style ``style`` (None: the kiosk's own). Only the name's
+        form is checked here; which styles exist is the kiosk's to say."""
+        _check_style(style)
+        self.person(name).style = style
+
     def set_head(self, head: Optional[VerificationHead]) -> None:
         """Decide with ``head`` (None: back to the distance threshold)."""
         if head is not None and head.fingerprint != self.fingerprint:
@@ -205,7 +221,8 @@ class Gallery:
         names = self.names
         people = [self._people[n] for n in names]
         rejected = [p for p in people if len(p.rejected)]
-        version = 3 if rejected else 1 if self.head is None else 2
+        version = 4 if any(p.style is not None for p in people) else 3 if rejected \
+            else 1 if self.head is None else 2
         header = {
             "format": FORMAT, "version": version,
             "encoder": self.encoder, "fingerprint": self.fingerprint, "dim": self.dim,
@@ -572,7 +589,7 @@ def _check_threshold(value: Optional[float], where: str = "threshold") -> None:
 
 
 def _restore(person: Person, records: Dict[str, Any], where: str) -> None:
-    """The header's record of ``person``: their own threshold and enrollment time."""
+    """The header's record of ``person``: their own threshold, enrollment time and style."""
     record = records.get(person.name)
     if not isinstance(record, dict):
         raise GalleryError(f"{where}: missing from the header")
@@ -582,7 +599,15 @@ def _restore(person: Person, records: Dict[str, Any], where: str) -> None:
             or not 0 <= enrolled < 1e11:
         raise GalleryError(f"{where}: enrollment time {_brief(enrolled)} is not a number of "
                            "seconds since 1970")
+    _check_style(record.get("style"), f"{where}: style")
     person.threshold, person.enrolled = record.get("threshold"), float(enrolled)
+    person.style = record.get("style")
+
+
+def _check_style(value: Optional[str], where: str = "style") -> None:
+    if value is not None and (not isinstance(value, str) or STYLE.fullmatch(value) is None):
+        raise GalleryError(f"{where} {_brief(value)} is not a style name (1 to 64 letters, "
+                           "digits, '_' or '-')")
 
 
 def _whole(value: Any) -> bool:

@@ -1,4 +1,4 @@
-"""The command line end to end: enroll, gallery list/rename/remove, verify, identify, embed."""
+"""The command line end to end: enroll, gallery management, verify, identify, embed."""
 
 from __future__ import annotations
 
@@ -101,3 +101,33 @@ def test_a_missing_extra_is_named_with_its_install_command(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "stylize-image --method gatys needs the export extra " \
            "(pip install 'jetkiosk[export]')" in err
+
+
+def test_gallery_style_sets_lists_and_clears_a_persons_style(config, capsys):
+    from jetkiosk.edge.faces.gallery import load_gallery
+
+    gallery = Gallery(config.models.encoder, "fp", 4)
+    gallery.add("ann", np.eye(4, dtype=np.float32)[:1])
+    gallery.save(config.gallery_path)
+    common = ["--models", str(config.models_dir), "--gallery", str(config.gallery_path)]
+    code, out, _ = run(capsys, "gallery", "style", "ann", "mosaic", *common, "--json")
+    assert code == 0 and out == [{"ok": True, "action": "style", "name": "ann",
+                                  "style": "mosaic"}]
+    assert load_gallery(config.gallery_path).person("ann").style == "mosaic"
+    code, out, _ = run(capsys, "gallery", "list", *common, "--json")
+    assert code == 0 and out[0]["name"] == "ann" and out[0]["style"] == "mosaic"
+    assert main(["gallery", "list", *common]) == 0
+    assert capsys.readouterr().out.rstrip("\n").endswith("\tstyle mosaic")
+
+    before = config.gallery_path.read_bytes()
+    code, _, err = run(capsys, "gallery", "style", "ann", "cubism", *common)
+    assert code == 2 and "unknown style 'cubism' (available: hubble, mosaic, starry_night" in err
+    code, _, err = run(capsys, "gallery", "style", "bob", "hubble", *common)
+    assert code == 2 and "no person named 'bob' in the gallery" in err
+    assert config.gallery_path.read_bytes() == before
+
+    code, out, _ = run(capsys, "gallery", "style", "ann", "none", *common, "--json")
+    assert code == 0 and out[0]["style"] is None
+    assert load_gallery(config.gallery_path).person("ann").style is None
+    code, out, _ = run(capsys, "gallery", "list", *common, "--json")
+    assert out[0]["style"] is None
