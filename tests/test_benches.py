@@ -97,6 +97,12 @@ CASES = [
         r"  recall +.*",
         r"style-mosaic int8-cpu: (PASS|FAIL)",
         r"  psnr +.*"]),
+    Case("kiosk_faces.py", [
+        r"# kiosk on the demo clip \(1280x720\), 60 frames, processing width 640, .*",
+        rf"stylization only: +display +{NUMBER} fps",
+        rf"with the face path: +display +{NUMBER} fps \({NUMBER}% of stylization only\)",
+        rf"face path: +{NUMBER} frames analysed/s, first decision ({NUMBER}|nan) s after .*"],
+        shared=False),
     Case("live_loop.py", [
         r"# 12 frames 1280x720, 1-3 faces, .*",
         rf"jetkiosk, re-encode decided tracks every 5 frame\(s\): +{NUMBER} fps \(detect .*",

@@ -17,7 +17,6 @@ from .common import Common, emit
 log = logging.getLogger("jetkiosk")
 
 
-
 def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
     kiosk = sub.add_parser("kiosk", help="live stylized camera feed on a display")
     kiosk.add_argument("--source", help="camera or clip URI (kiosk.source)")
@@ -26,8 +25,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
                        "file://out.mp4 (kiosk.output)")
     kiosk.add_argument("--broker", help="take style commands over MQTT from this broker "
                        "(sets kiosk.mqtt and mqtt.broker)")
+    kiosk.add_argument("--faces", action="store_true", help="run the face path on the same "
+                       "frames: events as `run` sends them, names on the screen (kiosk.faces)")
     common(kiosk, {"source": ("kiosk.source",), "style": ("kiosk.style",),
-                    "output": ("kiosk.output",), "broker": ("mqtt.broker", "kiosk.mqtt=true")})
+                    "output": ("kiosk.output",), "broker": ("mqtt.broker", "kiosk.mqtt=true"),
+                    "faces": ("kiosk.faces=true",)})
 
     styles = sub.add_parser("styles", help="list styles; train a new one")
     styles_sub = styles.add_subparsers(dest="action", required=True)
@@ -55,10 +57,19 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
 
 def cmd_kiosk(args: argparse.Namespace, config: Config) -> int:
     from ..kiosk.app import KioskService
+    from ..kiosk.faces import face_config
     from ..kiosk.loop import KEYS_HELP
     from ..kiosk.outputs import output_uris
+    from .service import check_run
+    from .session import Session
 
-    service = KioskService(config)
+    if config.kiosk.faces:
+        faces = face_config(config)
+        check_run(faces)
+        session = Session(faces)
+        service = KioskService(config, session.analyzer, session.matcher)
+    else:
+        service = KioskService(config)
     if any(uri.startswith("display:") for uri in output_uris(config.kiosk.output)):
         print(f"keys: {KEYS_HELP}", file=sys.stderr)
     for output in service.kiosk.outputs:

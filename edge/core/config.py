@@ -63,6 +63,8 @@ class ModelsConfig:
     dla_core: int = setting(-1, "TensorRT on Xavier/Orin: DLA core with GPU fallback; -1: GPU",
                             low=-1)
     workspace_mb: int = setting(1024, "TensorRT builder workspace limit, MiB", low=1)
+    threads: int = setting(0, "ONNX Runtime intra-op threads per model (0: its default, one "
+                           "per core)", low=0)
 
     @property
     def engines(self) -> Path:
@@ -239,6 +241,20 @@ class KioskConfig:
                                        "client that does not read before it is dropped",
                                        low=0.1, high=300)
     mqtt: bool = setting(False, "style commands on <prefix>/style/set ([mqtt] settings)")
+    faces: bool = setting(False, "the face path on the kiosk's own frames, in a thread: events "
+                          "as `jetkiosk run` sends them to run.sink (and to MQTT when "
+                          "kiosk.mqtt is on), boxes and names drawn on the screen")
+    faces_threads: int = setting(1, "ONNX Runtime intra-op threads of each face model when "
+                                 "kiosk.faces is on (the style network keeps models.threads)",
+                                 low=1)
+    faces_nice: int = setting(10, "nice value added to the face path's thread (Linux), so the "
+                              "display keeps its frame rate", low=0, high=19)
+    greeting: str = setting("Welcome, {name}", "kiosk.faces: shown once per decision that "
+                            "names someone ({name}: the name; empty: no greeting)")
+    greeting_seconds: float = setting(4.0, "how long a greeting stays on the screen", low=0)
+    blur_unknown: bool = setting(False, "kiosk.faces: pixelate every face not recognised "
+                                 "(unknown, uncertain, not decided yet) in all that is shown "
+                                 "or served")
 
 
 @dataclass

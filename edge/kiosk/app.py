@@ -1,16 +1,20 @@
 """Everything `jetkiosk kiosk` runs, built from the configuration: styles, the per-frame
-stylizer, outputs, the kiosk loop and, when ``kiosk.mqtt`` is on, its MQTT remote."""
+stylizer, outputs, the kiosk loop, when ``kiosk.mqtt`` is on its MQTT remote, and when
+``kiosk.faces`` is on the face path over the same frames."""
 
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from ..capture.sources import open_source
 from ..core.config import Config
 from ..core.errors import ConfigError, JetkioskError
+from ..faces.analyzer import FaceAnalyzer
+from ..faces.decisions import Matcher
 from .catalog import BUNDLED, StyleCatalog
+from .faces import FacePath, face_config
 from .flicker import FlickerFilter
 from .loop import Kiosk, rotation_list
 from .mjpeg import HttpLimits
@@ -30,7 +34,10 @@ def kiosk_source(uri: str) -> str:
 
 
 class KioskService:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, analyzer: Optional[FaceAnalyzer] = None,
+                 load_matcher: Optional[Callable[[], Matcher]] = None):
+        """``analyzer`` and ``load_matcher``: the face path's, needed with ``kiosk.faces``
+        (loaded with ``faces.face_config(config)``)."""
         k = config.kiosk
         self.config = config
         self.catalog = StyleCatalog([config.models_dir, BUNDLED], config.models.backend, config)
@@ -40,15 +47,28 @@ class KioskService:
             raise ConfigError(f"kiosk.flicker: {exc}") from None
         stylizer = Stylizer(self.catalog, k.style, k.width, k.blend, k.keep_colors, flicker)
         rotation = rotation_list(k.rotation, self.catalog.names)
-        outputs = open_outputs(k.output, k.fullscreen, k.jpeg_quality, HttpLimits.from_config(k))
-        self.kiosk = Kiosk(k, stylizer, outputs, rotation)
+        self.faces: Optional[FacePath] = None
+        if k.faces:
+            if analyzer is None or load_matcher is None:
+                raise ConfigError("kiosk.faces: the face path's models are not loaded")
+            self.faces = FacePath(face_config(config), analyzer, load_matcher)
+        try:
+            outputs = open_outputs(k.output, k.fullscreen, k.jpeg_quality,
+                                   HttpLimits.from_config(k))
+        except JetkioskError:
+            if self.faces is not None:
+                self.faces.close()
+            raise
+        self.kiosk = Kiosk(k, stylizer, outputs, rotation, self.faces)
+        if self.faces is not None:
+            self.faces.on_failure = self.kiosk.stop.set
         self.remote: Optional[KioskRemote] = None
         self._closed = False
         try:
             if k.mqtt:
                 self.remote = KioskRemote(config, self.kiosk, self.catalog.names)
         except JetkioskError:
-            self.kiosk.close()
+            self.close()
             raise
 
     def run(self) -> int:
@@ -61,10 +81,14 @@ class KioskService:
                 log.warning("MQTT: %s; style commands work once it answers",
                             self.remote.link.last_error or "not connected yet")
             source = open_source(kiosk_source(uri), images=self.config.images)
+            if self.faces is not None:
+                self.faces.start()
             try:
                 frames = self.kiosk.run(source)
             finally:
                 source.close()
+            if self.faces is not None:
+                self.faces.finish()  # raises what stopped the face path (LinkFailed: exit 1)
             if self.remote is not None:
                 self.remote.link.check()  # LinkFailed when the link gave up: exit 1
             return frames
@@ -76,6 +100,8 @@ class KioskService:
             return
         self._closed = True
         self.kiosk.close()
+        if self.faces is not None:
+            self.faces.close()
         if self.remote is not None:
             self.remote.close(self.config.mqtt.flush_timeout)
         self.catalog.close()

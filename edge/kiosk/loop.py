@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from ..capture.sources import Source
 from ..core.config import KioskConfig
 from ..core.errors import ConfigError, SourceError
+from .faces import FacePath
 from .outputs import NO_KEY, Output
 from .stylizer import Stylizer
 
@@ -44,13 +45,15 @@ class FpsMeter:
 
 class Kiosk:
     def __init__(self, config: KioskConfig, stylizer: Stylizer, outputs: List[Output],
-                 rotation: List[str]):
+                 rotation: List[str], faces: Optional[FacePath] = None):
+        """``faces``: the face path, given each frame read and drawing on each frame shown."""
         if config.rotate_every < 0:
             raise ConfigError(f"kiosk.rotate_every: must be >= 0, got {config.rotate_every}")
         self.config = config
         self.stylizer = stylizer
         self.outputs = outputs
         self.rotation = rotation
+        self.faces = faces
         self.overlay = config.fps_overlay
         self.meter = FpsMeter()
         self.stop = threading.Event()
@@ -70,6 +73,8 @@ class Kiosk:
         """Show frames until the source ends, a viewer quits, or ``stop`` is set."""
         self._next_rotation = time.monotonic() + self.config.rotate_every
         for frame, _ in source.frames():
+            if self.faces is not None:
+                self.faces.post(frame)
             styled = self.stylizer(frame)
             shown = self.compose(styled)
             for output in self.outputs:
@@ -89,6 +94,8 @@ class Kiosk:
         size = self.display_size(styled.shape[1], styled.shape[0])
         shown = styled if size == (styled.shape[1], styled.shape[0]) else \
             cv2.resize(styled, size, interpolation=cv2.INTER_LINEAR)
+        if self.faces is not None:
+            self.faces.draw(shown)
         if self.overlay:
             text = f"{self.meter.fps:4.1f} fps  {self.stylizer.style}"
             scale = max(0.5, shown.shape[0] / 720)

@@ -30,7 +30,7 @@ from .metrics import LoopCollector, MetricsServer
 from .mqtt_sink import MqttSink
 from .node import Node
 from .reload import GalleryWatch, Reloader
-from .sinks import open_sink, sink_uris
+from .sinks import FanoutSink, Sink, open_sink, sink_uris
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class Runner:
     1. the outbox and the MQTT link, when ``run.sink`` names ``mqtt``;
     2. the sinks (``jsonl`` files);
     3. the metrics endpoint (``metrics.listen``);
-    4. the source (``run.source``), opened before any connection so that a bad one fails fast;
+    4. the source (``run.source``), opened before any connection so that a bad one fails fast,
+       unless the caller hands in a source of its own (the kiosk's frames), which it closes;
     5. the gallery watch: a thread that looks at the gallery file once a second and has the
        loop reload it between frames when it has changed.
 
@@ -70,9 +71,11 @@ class Runner:
 
     def __init__(self, config: Config, analyzer: FaceAnalyzer,
                  load_matcher: Callable[[], Matcher],
-                 load_config: Optional[Callable[[], Config]] = None):
+                 load_config: Optional[Callable[[], Config]] = None,
+                 source: Optional[Source] = None, observer: Optional[Sink] = None):
         """``load_config`` is what SIGHUP reads (default: the same settings, the gallery
-        reloaded)."""
+        reloaded); ``source``: frames the caller owns, instead of opening ``run.source``;
+        ``observer``: a sink that also gets every event (not closed here)."""
         self.config = config
         self.load_matcher = load_matcher
         self.watch = GalleryWatch(  # before loading: a change from now on is seen
@@ -85,6 +88,8 @@ class Runner:
             mqtt = self._open_mqtt(stack) if "mqtt" in sink_uris(config.run.sink) else None
             sink = open_sink(config.run.sink, {"mqtt": mqtt} if mqtt else {})
             stack.callback(sink.close)
+            if observer is not None:
+                sink = FanoutSink([sink, observer])
             self.loop = CaptureLoop(config, analyzer, matcher, sink)
             if mqtt is not None:
                 self.node = Node(config, self.loop, mqtt, load_matcher)
@@ -95,8 +100,9 @@ class Runner:
                     lambda: self.reloader.reloads))
                 stack.callback(self.metrics.close)
                 log.info("metrics on http://%s/metrics", config.metrics.listen)
-            self.source = self._open_source()
-            stack.callback(self.source.close)
+            self.source = source or self._open_source()
+            if source is None:
+                stack.callback(self.source.close)
             stack.callback(self.watch.close)
             self.watch.start()
             self._opened = stack.pop_all()

@@ -17,7 +17,7 @@ from ..core.config import Config
 from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
 from ..faces.events import FaceEvent
-from ..faces.tracker import UNKNOWN, Tracker, TrackEvent
+from ..faces.tracker import UNKNOWN, Track, Tracker, TrackEvent
 from ..service.sd_notify import Notifier
 from .sinks import Sink
 
@@ -51,11 +51,14 @@ class CaptureLoop:
         self.source: Optional[Source] = None
         self._pinged = -float("inf")
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # of Callable[[], None]
+        # called after each frame with the frame and the live tracks (the kiosk's overlay)
+        self.observer: Optional[Callable[[np.ndarray, List[Track]], None]] = None
 
     def process(self, frame: np.ndarray) -> None:
         """One frame: detect -> align -> embed -> match -> track -> publish."""
         if not self.recognition.is_set():
             self._publish(self.tracker.finish())
+            self._observe(frame)
             return
         t0 = time.perf_counter()
         detections = self.analyzer.detector.detect(frame)
@@ -75,10 +78,15 @@ class CaptureLoop:
                   for (track, _), d in zip(encoded, decisions)]
         self._publish([e for e in events if e] + self.tracker.expire(tracks))
         t4 = time.perf_counter()
+        self._observe(frame)
         self.frames += 1
         for stage, seconds in (("detect", t1 - t0), ("embed", t2 - t1), ("match", t3 - t2),
                                ("track+publish", t4 - t3)):
             self.stage_seconds[stage] += seconds
+
+    def _observe(self, frame: np.ndarray) -> None:
+        if self.observer is not None:
+            self.observer(frame, list(self.tracker.tracks))
 
     def _publish(self, track_events: List[TrackEvent]) -> None:
         for te in track_events:

@@ -32,6 +32,8 @@ class OnnxRuntimeBackend(Backend):
         # Detector and encoder alternate on few cores: a pool spinning after its run would
         # steal the cores the other model needs next (measured by bench/live_loop.py).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.config.models.threads:
+            options.intra_op_num_threads = self.config.models.threads
         try:
             self.session = ort.InferenceSession(
                 str(manifest.model_path), sess_options=options, providers=_providers()
