@@ -83,6 +83,23 @@ def demo_clip(tmp_path_factory):
     return path, photos
 
 
+def unit(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, as encoders give them."""
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def small():
+    """A gallery of two people (ann: 2 encodings, bob: 1) in 8 dimensions."""
+    from jetkiosk.edge.faces.gallery import Gallery
+
+    rng = np.random.default_rng(1)
+    g = Gallery("enc", "fp-1", 8)
+    g.add("ann", unit(rng.normal(size=(2, 8))))
+    g.add("bob", unit(rng.normal(size=(1, 8))))
+    return g
+
+
 def configure(config: Config, values: dict) -> Config:
     """Set ``section.key`` values on ``config`` (already typed, unlike ``--set``)."""
     for key, value in values.items():

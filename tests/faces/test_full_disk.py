@@ -9,13 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 
+from conftest import unit
 from jetkiosk.edge.core.errors import GalleryError
 from jetkiosk.edge.faces.gallery import Gallery, load_gallery
 from mosquitto import Mosquitto, Subscriber, open_link
-
-
-def unit(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture

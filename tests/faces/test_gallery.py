@@ -7,24 +7,12 @@ import stat
 import numpy as np
 import pytest
 
+from conftest import unit
 from jetkiosk.edge.core.errors import GalleryError
 from jetkiosk.edge.faces import gallery as gallery_mod
 from jetkiosk.edge.faces.decisions import Matcher
 from jetkiosk.edge.faces.gallery import Gallery, load_gallery
 from jetkiosk.edge.faces.search import EXACT_LIMIT, TemplateIndex
-
-
-def unit(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture
-def small() -> Gallery:
-    rng = np.random.default_rng(1)
-    g = Gallery("enc", "fp-1", 8)
-    g.add("ann", unit(rng.normal(size=(2, 8))))
-    g.add("bob", unit(rng.normal(size=(1, 8))))
-    return g
 
 
 def test_round_trip_mode_and_operations(small, tmp_path):

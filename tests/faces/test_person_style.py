@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 
 from jetkiosk.edge.core.errors import GalleryError
-from jetkiosk.edge.faces.gallery import Gallery, load_gallery, locked_update
+from jetkiosk.edge.faces.gallery import load_gallery, locked_update
 from jetkiosk.edge.faces.verification_head import VerificationHead
-
-
-def unit(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
 def header(path: Path) -> dict:
@@ -31,15 +27,6 @@ def rewrite_header(path: Path, change) -> None:
     arrays["header"] = np.array(json.dumps(text))
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
-
-
-@pytest.fixture
-def small() -> Gallery:
-    rng = np.random.default_rng(1)
-    g = Gallery("enc", "fp-1", 8)
-    g.add("ann", unit(rng.normal(size=(2, 8))))
-    g.add("bob", unit(rng.normal(size=(1, 8))))
-    return g
 
 
 def test_a_style_round_trips_through_rename_and_clearing_restores_the_version(small, tmp_path):
