@@ -118,6 +118,29 @@ def enroll_demo_people(config: Config, analyzer, photos: dict) -> None:
     gallery.save(config.gallery_path)
 
 
+def read_jsonl(path: Path) -> list:
+    """The complete JSON lines a sink has written so far (none before the file exists)."""
+    import json
+
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def matcher_loader(config: Config, analyzer):
+    """What the face path loads its matcher with: ``config``'s gallery, the default rule."""
+    from jetkiosk.edge.faces.decisions import Matcher
+    from jetkiosk.edge.faces.gallery import load_gallery
+    from jetkiosk.edge.faces.open_set import threshold_rule
+
+    def load():
+        manifest = analyzer.encoder_manifest
+        return Matcher(load_gallery(config.gallery_path, manifest.fingerprint,
+                                    manifest.legacy_fingerprint, config.gallery),
+                       threshold_rule(config.gallery, manifest))
+    return load
+
+
 def noisy_frames(image: np.ndarray, count: int, sigma: float = 3.0, seed: int = 0):
     """A static scene as a camera sees it: the same image with fresh sensor noise."""
     rng = np.random.default_rng(seed)

@@ -3,11 +3,15 @@ DevTools protocol (Debian's packages, installed by `make install`)."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -15,26 +19,33 @@ from typing import Any, Optional
 
 import numpy as np
 import websocket
-from PIL import ImageGrab
+from PIL import Image, ImageGrab
 
 
 class Xvfb:
-    """An X server in memory on the first free display number."""
+    """An X server in memory on a free display number, picked at random from a high range:
+    test sessions run side by side, and a server started on the number another one is just
+    leaving can lose its socket to that one's exit (clients then cannot connect to it)."""
 
-    def __init__(self, width: int = 640, height: int = 360):
+    def __init__(self, width: int = 640, height: int = 360, tries: int = 20):
         binary = shutil.which("Xvfb")
         if binary is None:
             raise RuntimeError("Xvfb is not installed (apt-get install xvfb; `make install`)")
-        read, write = os.pipe()
-        self.process = subprocess.Popen(
-            [binary, "-displayfd", str(write), "-screen", "0", f"{width}x{height}x24",
-             "-nolisten", "tcp"], pass_fds=(write,), stderr=subprocess.DEVNULL)
-        os.close(write)
-        with os.fdopen(read) as pipe:
-            number = pipe.readline().strip()
-        if not number:
-            raise RuntimeError("Xvfb did not start")
-        self.display = f":{number}"
+        for _ in range(tries):
+            number = random.randint(100, 30000)
+            read, write = os.pipe()
+            self.process = subprocess.Popen(
+                [binary, f":{number}", "-displayfd", str(write), "-screen", "0",
+                 f"{width}x{height}x24", "-nolisten", "tcp"], pass_fds=(write,),
+                stderr=subprocess.DEVNULL)
+            os.close(write)
+            with os.fdopen(read) as pipe:  # the number once it serves; nothing if it exits
+                ready = pipe.readline().strip()
+            if ready:
+                self.display = f":{ready}"
+                return
+            self.process.wait(10)  # that number is taken: another
+        raise RuntimeError("Xvfb did not start")
 
     def screenshot(self) -> np.ndarray:
         return np.asarray(ImageGrab.grab(xdisplay=self.display).convert("RGB"))
@@ -70,25 +81,41 @@ class Chromium:
             line = self.process.stderr.readline()
             match = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
             if match:
+                # keep reading its log, or a long run fills the pipe and Chromium blocks on it
+                threading.Thread(target=self.process.stderr.read, daemon=True).start()
                 return int(match.group(1))
             if not line and self.process.poll() is not None:
                 break
         raise RuntimeError("Chromium did not start its DevTools server")
 
-    def evaluate(self, expression: str) -> Optional[Any]:
+    def call(self, method: str, params: Optional[dict] = None) -> Any:
+        """One DevTools command on the page; its result (events in between are skipped)."""
         self._id += 1
-        self.ws.send(json.dumps({"id": self._id, "method": "Runtime.evaluate",
-                                 "params": {"expression": expression, "returnByValue": True,
-                                            "awaitPromise": True}}))
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params or {}}))
         while True:
             reply = json.loads(self.ws.recv())
             if reply.get("id") == self._id:
                 if "error" in reply:
                     raise RuntimeError(f"DevTools refused: {reply['error']}")
-                result = reply["result"]
-                if "exceptionDetails" in result:
-                    raise RuntimeError(f"JavaScript failed: {result['exceptionDetails']}")
-                return result["result"].get("value")
+                return reply["result"]
+
+    def evaluate(self, expression: str) -> Optional[Any]:
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                "awaitPromise": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"JavaScript failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def viewport(self, width: int, height: int) -> None:
+        """Make the page's viewport ``width`` x ``height`` CSS pixels, one device pixel each
+        (headless Chromium's --window-size leaves the page less than the size given)."""
+        self.call("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+    def screenshot(self) -> np.ndarray:
+        """What the page shows now, as the browser renders it (RGB, the viewport's size)."""
+        png = base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
     def close(self) -> None:
         self.ws.close()

@@ -88,6 +88,12 @@ CASES = [
         peers=[Peer(FACE_RECOGNITION, FACE_RECOGNITION, [
             rf"face_recognition 1\.3\.0 \(dlib HOG \+ ResNet\) +{NUMBER} ms/photo +identified .*",
             rf"speed ratio \(face_recognition / jetkiosk\): {NUMBER}x"])]),
+    Case("gallery_crypto.py", [
+        r"# gallery of 1000 people x 3 encodings \(256-d\), 3 rounds, .*",
+        rf"plaintext +save +{NUMBER} ms +load +{NUMBER} ms +{NUMBER} MB",
+        rf"sealed +save +{NUMBER} ms +load +{NUMBER} ms +{NUMBER} MB",
+        rf"ratio sealed / plaintext, save: {NUMBER}x",
+        rf"ratio sealed / plaintext, load: {NUMBER}x"], shared=False),
     Case("int8.py", [
         r"# INT8 \(int8-cpu\) vs FP32 through ONNX Runtime on .*",
         r"## facenet-casia: \d+ calibration samples from \d+ pictures",
@@ -100,8 +106,10 @@ CASES = [
     Case("kiosk_faces.py", [
         r"# kiosk on the demo clip \(1280x720\), 60 frames, processing width 640, .*",
         rf"stylization only: +display +{NUMBER} fps",
-        rf"with the face path: +display +{NUMBER} fps \({NUMBER}% of stylization only\)",
-        rf"face path: +{NUMBER} frames analysed/s, first decision ({NUMBER}|nan) s after .*"],
+        (rf"with the face path, faces_fps 0: display +{NUMBER} fps \({NUMBER}% of "
+         rf"stylization only\); +{NUMBER} frames analysed/s, first decision ({NUMBER}|nan) s "
+         r"after .*"),
+        rf"with the face path, faces_fps 6: display +{NUMBER} fps .*"],
         shared=False),
     Case("live_loop.py", [
         r"# 12 frames 1280x720, 1-3 faces, .*",

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable, Dict
 
+from ..core.audit import AuditLog
 from ..core.config import Config
 from .common import Common, emit
 from .session import Session, subject_encoding
@@ -31,6 +32,10 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     matcher = session.matcher()
     decision = matcher.verify(subject_encoding(session, args.photo), args.claimed)
     record = {"photo": str(args.photo), "claimed": args.claimed, **decision.as_dict()}
+    AuditLog.from_config(config).note(
+        "verify", claimed=args.claimed, match=decision.matched,
+        distance=round(float(decision.distance), 4), threshold=round(float(decision.threshold), 4),
+        method=decision.method)
     verdict = "MATCH" if decision.matched else "NO MATCH"
     emit(args, record, f"{verdict}: {args.photo} as {args.claimed} "
                         f"(distance {decision.distance:.3f}, threshold {decision.threshold})")

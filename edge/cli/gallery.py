@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
+from ..core.audit import AuditLog
 from ..core.config import Config
 from ..core.errors import GalleryError, ImageError, JetkioskError
 from .common import Common, emit
@@ -25,15 +26,26 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
     enroll.add_argument("--source", help="capture frames from this URI instead of photos")
     enroll.add_argument("--frames", type=int, default=5, help="varied frames to take from "
                         "--source")
+    enroll.add_argument("--kiosk", action="store_true", help="walk-up enrollment on the "
+                        "running kiosk (over MQTT): the person agrees on its screen and is "
+                        "guided through the shots; prints each step")
     common(enroll)
 
     gallery = sub.add_parser("gallery", help="list, remove, rename, reject, audit; thresholds, "
-                             "styles")
+                             "styles; encryption at rest")
     gsub = gallery.add_subparsers(dest="action", required=True)
     common(gsub.add_parser("list", help="enrolled people"))
     remove = gsub.add_parser("remove", help="remove a person")
     remove.add_argument("name")
     common(remove)
+    common(gsub.add_parser("expire", help="remove everyone unseen for longer than their "
+                           "expiry (gallery.expire_after), with a receipt each"))
+    expire_after = gsub.add_parser("expire-after", help="one person's expiry: removed after "
+                                   "DAYS without a match")
+    expire_after.add_argument("name")
+    expire_after.add_argument("days", help="days (0: never), or 'default' for "
+                              "gallery.expire_after")
+    common(expire_after)
     rename = gsub.add_parser("rename", help="rename a person")
     rename.add_argument("old")
     rename.add_argument("new")
@@ -55,6 +67,15 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
                         "running with this configuration (sent to it over MQTT)")
     reject.add_argument("--broker", help="mqtt://host:port or mqtts://... (mqtt.broker)")
     common(reject, {"broker": ("mqtt.broker",)})
+    common(gsub.add_parser("encrypt", help="seal the gallery file with the gallery key (made "
+                           "if missing)"))
+    common(gsub.add_parser("decrypt", help="write the gallery file unencrypted (needs "
+                           "gallery.encrypt = false, or it is sealed again when next read)"))
+    rekey = gsub.add_parser("rekey", help="seal the gallery with a new key; the old key no "
+                            "longer opens it")
+    rekey.add_argument("--new-key", type=Path, help="the new key's file (made if missing; "
+                       "default: a fresh key in place of the gallery key file)")
+    common(rekey)
     audit = gsub.add_parser("audit", help="people too close to each other, enrollment photos "
                             "that disagree with the rest of their person")
     common(audit)
@@ -65,7 +86,10 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
     lock, so that enrollments running at the same time all land."""
     import numpy as np
 
-    from ..faces.gallery import Gallery, load_gallery, locked_update
+    if args.kiosk:
+        return _enroll_at_kiosk(args, config)
+
+    from ..faces.gallery import enroll_encodings, load_gallery
 
     session = Session(config)
     manifest = session.analyzer.encoder_manifest
@@ -116,12 +140,12 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
         else:
             missing.append(name)
     if encoded:
-        new = Gallery(manifest.name, manifest.fingerprint, session.analyzer.encoder.dim,
-                      config.gallery)
-        with locked_update(config.gallery_path, manifest.fingerprint,
-                           manifest.legacy_fingerprint, config.gallery, new) as gallery:
-            counts = {name: gallery.add(name, rows) for name, rows in encoded.items()}
+        counts = enroll_encodings(config.gallery_path, manifest, session.analyzer.encoder.dim,
+                                  config.gallery, encoded)
+        trail = AuditLog.from_config(config)
         for name, count in counts.items():
+            trail.note("enroll", name=name, encodings=len(encoded[name]), total=count,
+                       source="camera" if args.source else "photos")
             emit(args, {"name": name, "enrolled": len(encoded[name]), "photos": count},
                   f"{name}: enrolled {len(encoded[name])} encoding(s), {count} in total")
     enrolled = len(encoded)
@@ -130,6 +154,26 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
           f"enrolled {enrolled} of {len(plan)} people; {len(skipped)} photo(s) skipped"
           + (f"; no usable photo for: {', '.join(missing)}" if missing else ""))
     return 1 if missing else 0
+
+
+def _enroll_at_kiosk(args: argparse.Namespace, config: Config) -> int:
+    """Start a walk-up enrollment on the running kiosk and follow it to its end: 0 when the
+    person was saved, 1 when it failed (declined, timed out, ...)."""
+    from ..mqtt.request import send_command
+
+    if args.photos or args.folder or args.source:
+        raise JetkioskError("enroll --kiosk: give only the NAME (the kiosk's camera is used)")
+    outcome: Dict[str, Any] = {}
+
+    def step(message: Dict[str, Any]) -> bool:
+        emit(args, message, f"{message.get('state')}: {message.get('message')}")
+        outcome.update(message)
+        return message.get("state") in ("saved", "failed")
+
+    command = {"action": "start", **({"name": args.name} if args.name else {})}
+    send_command(config.mqtt, "enroll", command, follow="enroll/state", until=step,
+                 follow_timeout=2 * config.kiosk.enroll_timeout + 30)
+    return 0 if outcome.get("state") == "saved" else 1
 
 
 def _camera_encodings(session: Session, uri: str, wanted: int) -> list:
@@ -190,6 +234,8 @@ def cmd_gallery(args: argparse.Namespace, config: Config) -> int:
         with locked_update(config.gallery_path, manifest.fingerprint,
                            manifest.legacy_fingerprint, config.gallery) as gallery:
             count = gallery.reject(args.name, encoding)
+        AuditLog.from_config(config).note("reject", name=args.name, rejections=count,
+                                          source="photo")
         limit = Matcher(gallery, session.threshold_rule()).threshold_for(args.name)
         emit(args, {"ok": True, "action": "reject", "name": args.name, "rejections": count,
                      "threshold": round(limit, 4)},
@@ -211,23 +257,89 @@ def cmd_gallery(args: argparse.Namespace, config: Config) -> int:
                   f"{name}\t{len(gallery.encodings(name))} photo(s)\t"
                   f"threshold {tau:.4f} ({why})" + (f"\tstyle {style}" if style else ""))
         return 0
+    if args.action in ("encrypt", "decrypt", "rekey"):
+        return _seal(args, config)
     if args.action == "style":
         style = None if args.style == "none" else _known_style(args.style, config)
         with locked_update(config.gallery_path, limits=config.gallery) as gallery:
             gallery.set_style(args.name, style)
+        AuditLog.from_config(config).note("style", name=args.name, style=style)
         emit(args, {"ok": True, "action": "style", "name": args.name, "style": style},
               f"gallery: {args.name}'s style is now {style}" if style
               else f"gallery: {args.name}'s style cleared (the kiosk's own)")
         return 0
+    if args.action in ("remove", "expire"):
+        return _remove(args, config)
+    if args.action == "expire-after":
+        days = None if args.days == "default" else _float(args.days)
+        with locked_update(config.gallery_path, limits=config.gallery) as gallery:
+            gallery.set_expiry(args.name, days)
+        AuditLog.from_config(config).note("expire_after", name=args.name, days=days)
+        emit(args, {"ok": True, "action": "expire-after", "name": args.name, "days": days},
+             f"gallery: {args.name} " + ("follows gallery.expire_after" if days is None else
+                                         "never expires" if days == 0 else
+                                         f"is removed after {days:g} days unseen"))
+        return 0
     with locked_update(config.gallery_path, limits=config.gallery) as gallery:
-        if args.action == "remove":
-            gallery.remove(args.name)
-        elif args.action == "rename":
+        if args.action == "rename":
             gallery.rename(args.old, args.new)
-        elif args.action == "threshold":
+            changed: Dict[str, Any] = {"old": args.old, "new": args.new}
+        else:
             value = None if args.value == "default" else _float(args.value)
             gallery.set_threshold(value, args.person)
+            changed = {"value": value, "person": args.person}
+    AuditLog.from_config(config).note(args.action, **changed)
     emit(args, {"ok": True, "action": args.action}, f"gallery: {args.action} done")
+    return 0
+
+
+def _remove(args: argparse.Namespace, config: Config) -> int:
+    """``gallery remove NAME`` and ``gallery expire``: a receipt for each person removed."""
+    from ..node.retention import expire_people, remove_people
+
+    if args.action == "remove":
+        receipts = remove_people(config, [args.name], "removed by command")
+    else:
+        receipts = expire_people(config)
+        if not receipts:
+            emit(args, {"ok": True, "action": "expire", "removed": []},
+                 "gallery: nobody has expired")
+    for receipt in receipts:
+        emit(args, {"ok": True, "action": args.action, **receipt},
+             f"removed {receipt['name']!r} ({receipt['reason']}) at {receipt['time']}:\n"
+             f"  gallery  {receipt['gallery']}: {receipt['encodings']} encoding(s), "
+             f"{receipt['rejections']} rejection(s) deleted\n"
+             f"  outbox   {receipt['outbox']}: {receipt['outbox_events']} queued event(s) "
+             "deleted\n"
+             f"  audit    {receipt['audit']}: entry {receipt['audit_seq']}\n"
+             "  a running node reloads the gallery and clears their MQTT state")
+    return 0
+
+
+def _seal(args: argparse.Namespace, config: Config) -> int:
+    """``gallery encrypt``, ``decrypt`` and ``rekey``."""
+    from ..core.sealing import key_path
+    from ..faces.gallery import KEY_NAME, reseal
+
+    path = config.gallery_path
+    if args.action == "decrypt" and config.gallery.encrypt:
+        raise JetkioskError("gallery decrypt: gallery.encrypt is on, so the file would be "
+                            "sealed again the next time it is read; set gallery.encrypt = "
+                            "false first")
+    new_key = None
+    if args.action == "rekey":
+        new_key = args.new_key or key_path(config.gallery.key_file, KEY_NAME, path.parent)
+    key = reseal(path, config.gallery, args.action != "decrypt", new_key)
+    AuditLog.from_config(config).note(
+        {"rekey": "key.rotate"}.get(args.action, args.action),
+        **({"key_id": key.key_id, "key": key.where} if key else {}))
+    if key is None:
+        emit(args, {"ok": True, "action": "decrypt", "gallery": str(path), "encrypted": False},
+             f"gallery: {path} is now unencrypted")
+    else:
+        emit(args, {"ok": True, "action": args.action, "gallery": str(path), "encrypted": True,
+                    "key_id": key.key_id, "key": key.where},
+             f"gallery: {path} sealed with key {key.key_id} ({key.where})")
     return 0
 
 

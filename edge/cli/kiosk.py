@@ -56,6 +56,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
 
 
 def cmd_kiosk(args: argparse.Namespace, config: Config) -> int:
+    """The kiosk until its source ends, a viewer quits or a signal (SIGTERM, SIGINT) stops it:
+    0; 1 when it must be restarted (a live source given up, the MQTT link given up); 2 for a
+    configuration to fix. SIGHUP reloads the face path's gallery."""
     from ..kiosk.app import KioskService
     from ..kiosk.faces import face_config
     from ..kiosk.loop import KEYS_HELP
@@ -75,9 +78,9 @@ def cmd_kiosk(args: argparse.Namespace, config: Config) -> int:
     for output in service.kiosk.outputs:
         if output.uri.startswith("http:"):
             print(f"MJPEG page: {output.uri}", file=sys.stderr)
-    frames = service.run()
-    log.info("kiosk: %d frames shown", frames)
-    return 0
+    status = service.serve()
+    log.info("kiosk: %d frames shown", service.kiosk.frames)
+    return status
 
 
 def cmd_styles(args: argparse.Namespace, config: Config) -> int:

@@ -14,11 +14,11 @@ from jetkiosk.export.encoder import commands as encoder_commands
 from ..core.errors import JetkioskError
 from ..core.log_format import setup_logging
 from ..mqtt.link import LinkFailed
-from . import demo, faces, gallery, kiosk, models, node, service
+from . import audit, demo, faces, gallery, kiosk, models, node, service
 from .common import common, config_from_args
 
 log = logging.getLogger("jetkiosk")
-GROUPS = (models, gallery, faces, node, kiosk, demo, int8, encoder_commands, service)
+GROUPS = (models, gallery, faces, node, kiosk, demo, int8, encoder_commands, service, audit)
 COMMANDS = {name: command for group in GROUPS for name, command in group.COMMANDS.items()}
 
 

@@ -128,6 +128,17 @@ class GalleryConfig:
                               high=10_000_000)
     max_encodings: int = setting(100, "encodings per person at most (enrollment refuses more; "
                                  "a gallery file with more is refused)", low=1, high=100_000)
+    audit_log: str = setting("", "the audit trail (empty: audit.jsonl beside the gallery file)")
+    audit_max_bytes: int = setting(10 << 20, "the audit trail is rotated past this size",
+                                   low=4096)
+    expire_after: float = setting(0.0, "days without a match after which a person is removed "
+                                  "by a running node or `gallery expire` (0: never; "
+                                  "`gallery expire-after NAME DAYS` for one person)", low=0,
+                                  high=1e6)
+    encrypt: bool = setting(True, "seal the gallery file with AES-256-GCM (a plaintext one is "
+                            "sealed the first time it is read)")
+    key_file: str = setting("", "the gallery key (empty: gallery.key beside the gallery file); "
+                            "a systemd credential gallery.key or $JETKIOSK_GALLERY_KEY wins")
 
 
 @dataclass
@@ -249,12 +260,31 @@ class KioskConfig:
                                  low=1)
     faces_nice: int = setting(10, "nice value added to the face path's thread (Linux), so the "
                               "display keeps its frame rate", low=0, high=19)
+    faces_fps: float = setting(0.0, "frames the face path analyses per second at most when "
+                               "kiosk.faces is on (0: as many as it can); fewer leave more of "
+                               "the CPU to the display", low=0)
     greeting: str = setting("Welcome, {name}", "kiosk.faces: shown once per decision that "
                             "names someone ({name}: the name; empty: no greeting)")
     greeting_seconds: float = setting(4.0, "how long a greeting stays on the screen", low=0)
     blur_unknown: bool = setting(False, "kiosk.faces: pixelate every face not recognised "
                                  "(unknown, uncertain, not decided yet) in all that is shown "
                                  "or served")
+    enroll_consent: str = setting(
+        "This kiosk will keep a numeric description of your face (never a photo) to "
+        "recognise you here. Press Y to agree, N to decline.",
+        "walk-up enrollment: the consent text; enrollment goes on only after an explicit "
+        "accept (the Y key or an accept command)")
+    enroll_name: str = setting("visitor-{time}", "walk-up enrollment started by the E key: "
+                               "the name saved ({time}: YYYYMMDD-HHMMSS; rename it later with "
+                               "`jetkiosk gallery rename`)")
+    enroll_shots: int = setting(5, "walk-up enrollment: varied shots kept (straight ahead, "
+                                "then small turns each way)", low=1, high=15)
+    enroll_turn: float = setting(0.25, "walk-up enrollment: the widest head turn asked for, as "
+                                 "the nose's offset from between the eyes over the eye "
+                                 "distance (0.25: about 25 degrees)", low=0.05, high=0.6)
+    enroll_timeout: float = setting(30.0, "walk-up enrollment: seconds for the consent and "
+                                    "again for the capture before it stops, saving nothing",
+                                    low=1, high=600)
 
 
 @dataclass
@@ -298,6 +328,11 @@ class Config:
     @property
     def gallery_path(self) -> Path:
         return Path(self.gallery.path) if self.gallery.path else data_dir() / "gallery.npz"
+
+    @property
+    def audit_path(self) -> Path:
+        return Path(self.gallery.audit_log) if self.gallery.audit_log else \
+            self.gallery_path.parent / "audit.jsonl"
 
     @property
     def outbox_path(self) -> Path:

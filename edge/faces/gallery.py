@@ -9,7 +9,10 @@ head instead of a distance threshold. Version 3 adds ``rejected`` (R x D float32
 ``rejected_owner`` (R person indices): encodings that were confirmed *not* to be that person
 (``jetkiosk gallery reject``). Version 4 adds ``style`` to a person's header record: the
 kiosk style shown to them (``jetkiosk gallery style``), 1 to 64 of ``A-Z a-z 0-9 _ -``; a
-record without one (or with null) has none. A file is written with the lowest version that
+record without one (or with null) has none. Version 5 adds ``last_seen`` (seconds since
+1970 of their last match, written at most hourly by a running node) and ``expire_after``
+(days without a match after which they are removed; 0: never; absent: the configured
+``gallery.expire_after``). A file is written with the lowest version that
 holds what it has, so older jetkiosk releases keep reading galleries that use nothing newer,
 and refuse a newer version rather than misread it.
 
@@ -18,6 +21,10 @@ Reading checks a file before anything is allocated from it: each array's ``.npy`
 size and fields, at most ``gallery.max_people`` people and ``gallery.max_encodings``
 encodings (and as many rejections) each, every person's name once with at least one
 encoding, and finite, unit-length encodings. Whatever is wrong is a ``GalleryError``.
+
+At rest the archive is sealed (``core.sealing``: AES-256-GCM, the encoder and its
+fingerprint in the authenticated header) with the gallery key, unless ``gallery.encrypt`` is
+off; a plaintext file is read and, when encryption is on, sealed in its place once.
 
 Writes go to a temporary file that is fsynced and renamed over the old one, mode 0600, so
 a reader never sees half a file. Every writer changes the file through ``locked_update``:
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import math
@@ -46,11 +54,25 @@ import numpy as np
 
 from ..core.config import GalleryConfig
 from ..core.errors import GalleryError
+from ..core.sealing import (
+    Key,
+    SealError,
+    find_keys,
+    is_sealed,
+    key_path,
+    read_key,
+    seal,
+    unseal,
+    write_key,
+)
+from ..runtime.manifest import Manifest
 from .verification_head import VerificationHead
 
 log = logging.getLogger(__name__)
 FORMAT = "jetkiosk-gallery"
-VERSIONS = (1, 2, 3, 4)
+SEALED = "jetkiosk-gallery-sealed"  # the public header's format of an encrypted gallery
+KEY_NAME = "gallery.key"  # the key file's and the systemd credential's name
+VERSIONS = (1, 2, 3, 4, 5)
 MAX_DIM = 4096  # encoding dimensions a header may claim
 MAX_NAME = 128  # characters in a person's name
 MAX_LABEL = 256  # characters in the header's encoder name and fingerprint
@@ -81,13 +103,23 @@ class Person:
     threshold: Optional[float] = None
     enrolled: float = field(default_factory=time.time)
     style: Optional[str] = None
+    last_seen: Optional[float] = None  # their last match, as a node recorded it
+    expire_after: Optional[float] = None  # days; None: gallery.expire_after; 0: never
+
+    def expires(self, default_days: float) -> Optional[float]:
+        """When they are to be removed for not being seen (None: never)."""
+        days = default_days if self.expire_after is None else self.expire_after
+        if days <= 0:
+            return None
+        return max(self.enrolled, self.last_seen or 0.0) + days * 86400.0
 
     def record(self) -> Dict[str, Any]:
         """What the file's header keeps of this person (the arrays are stored beside it); a
         style only when set, so a file without one keeps an older version's records."""
         record: Dict[str, Any] = {"threshold": self.threshold, "enrolled": self.enrolled}
-        if self.style is not None:
-            record["style"] = self.style
+        for key in ("style", "last_seen", "expire_after"):
+            if getattr(self, key) is not None:
+                record[key] = getattr(self, key)
         return record
 
 
@@ -133,7 +165,7 @@ class Gallery:
 
     def add(self, name: str, encodings: np.ndarray) -> int:
         """Enroll (or add photos to) ``name``; returns that person's photo count."""
-        name = _clean_name(name)
+        name = clean_name(name)
         encodings = self._rows(encodings, f"encodings of {name!r}")
         if not len(encodings):
             raise GalleryError(f"no encodings to enroll for {name!r}")
@@ -156,7 +188,7 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> None:
         person = self.person(old)
-        new = _clean_name(new)
+        new = clean_name(new)
         if new in self._people:
             raise GalleryError(f"{new!r} is already enrolled")
         del self._people[old]
@@ -184,6 +216,18 @@ class Gallery:
             self.threshold = value
         else:
             self.person(name).threshold = value
+
+    def set_expiry(self, name: str, days: Optional[float]) -> None:
+        """Remove ``name`` after ``days`` without a match (0: never; None: the configured
+        ``gallery.expire_after``)."""
+        if days is not None and not 0 <= days < 1e6:
+            raise GalleryError(f"expire_after {days!r}: days from 0 (never) up to 999999")
+        self.person(name).expire_after = days
+
+    def expired(self, default_days: float, now: float) -> List[str]:
+        """Who has gone unseen for longer than their expiry, at ``now``."""
+        return [name for name, p in sorted(self._people.items())
+                if (p.expires(default_days) or now + 1) <= now]
 
     def set_style(self, name: str, style: Optional[str]) -> None:
         """Show ``name`` the kiosk style ``style`` (None: the kiosk's own). Only the name's
@@ -214,14 +258,20 @@ class Gallery:
         return np.stack([self.template(n) for n in self.names])
 
     # -- file -------------------------------------------------------------------
-    def save(self, path: Path) -> None:
-        """Write atomically (temp file, fsync, rename) with mode 0600."""
+    def save(self, path: Path, key: Optional[Key] = None,
+             encrypt: Optional[bool] = None) -> None:
+        """Write atomically (temp file, fsync, rename) with mode 0600, sealed with ``key``
+        (default: the gallery key, made on first use) when ``encrypt`` (default:
+        ``gallery.encrypt``)."""
+        encrypt = self.limits.encrypt if encrypt is None else encrypt
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         names = self.names
         people = [self._people[n] for n in names]
         rejected = [p for p in people if len(p.rejected)]
-        version = 4 if any(p.style is not None for p in people) else 3 if rejected \
+        version = 5 if any(p.last_seen is not None or p.expire_after is not None
+                           for p in people) \
+            else 4 if any(p.style is not None for p in people) else 3 if rejected \
             else 1 if self.head is None else 2
         header = {
             "format": FORMAT, "version": version,
@@ -233,20 +283,26 @@ class Gallery:
         owner = np.concatenate([np.full(len(p.encodings), i, np.int32)
                                 for i, p in enumerate(people)] or [np.zeros(0, np.int32)])
         rows = [p.encodings for p in people] or [self._empty()]
+        arrays: Dict[str, Any] = {
+            "header": np.array(json.dumps(header)), "names": np.array(names, dtype=str),
+            "owner": owner, "encodings": np.concatenate(rows).astype(np.float32)}
+        if rejected:
+            arrays["rejected"] = np.concatenate([p.rejected for p in rejected])
+            arrays["rejected_owner"] = np.concatenate([
+                np.full(len(p.rejected), names.index(p.name), np.int32) for p in rejected])
+        archive = io.BytesIO()
+        np.savez(archive, **arrays)
+        data = archive.getvalue()
+        if encrypt and key is None:
+            key = gallery_keys(path, self.limits, create=True)[0]
+        if encrypt and key is not None:
+            data = seal(data, key, {"format": SEALED, "version": 1, "encoder": self.encoder,
+                                    "fingerprint": self.fingerprint})
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    arrays: Dict[str, Any] = {
-                        "header": np.array(json.dumps(header)),
-                        "names": np.array(names, dtype=str), "owner": owner,
-                        "encodings": np.concatenate(rows).astype(np.float32)}
-                    if rejected:
-                        arrays["rejected"] = np.concatenate([p.rejected for p in rejected])
-                        arrays["rejected_owner"] = np.concatenate([
-                            np.full(len(p.rejected), names.index(p.name), np.int32)
-                            for p in rejected])
-                    np.savez(fh, **arrays)
+                    fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.chmod(tmp, 0o600)
@@ -281,9 +337,23 @@ def locked_update(path: Path, fingerprint: Optional[str] = None, legacy: Optiona
         if new is not None and not path.exists():
             gallery = new
         else:
-            gallery = load_gallery(path, fingerprint, legacy, limits)
+            gallery = load_gallery(path, fingerprint, legacy, limits, migrate=False)
         yield gallery
         gallery.save(path)
+
+
+def enroll_encodings(path: Path, manifest: Manifest, dim: int, limits: GalleryConfig,
+                     encoded: Dict[str, np.ndarray], only_new: bool = False) -> Dict[str, int]:
+    """Add each person's encodings to the gallery file (created when missing) under its
+    lock; returns each person's encoding count. ``only_new``: a name already enrolled is
+    refused (GalleryError) and nothing is saved."""
+    new = Gallery(manifest.name, manifest.fingerprint, dim, limits)
+    with locked_update(path, manifest.fingerprint, manifest.legacy_fingerprint, limits,
+                       new) as gallery:
+        taken = [name for name in encoded if only_new and name in gallery]
+        if taken:
+            raise GalleryError(f"{taken[0]!r} is already enrolled")
+        return {name: gallery.add(name, rows) for name, rows in encoded.items()}
 
 
 @contextlib.contextmanager
@@ -310,29 +380,119 @@ def _exclusive(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def gallery_keys(path: Path, limits: GalleryConfig, create: bool = False) -> List[Key]:
+    """The gallery key (and during a rotation the next one): ``gallery.key_file``, else
+    ``gallery.key`` beside the gallery file; see ``core.sealing`` for credentials and the
+    environment. ``create``: make the key file if there is no key."""
+    try:
+        return find_keys(limits.key_file, KEY_NAME, Path(path).parent, create)
+    except SealError as exc:
+        raise GalleryError(str(exc)) from None
+
+
 def load_gallery(path: Path, fingerprint: Optional[str] = None, legacy: Optional[str] = None,
-                 limits: Optional[GalleryConfig] = None) -> Gallery:
+                 limits: Optional[GalleryConfig] = None, migrate: bool = True) -> Gallery:
     """Read a gallery file; with ``fingerprint``, refuse one made by another encoder.
 
     A gallery bound to ``legacy`` (the same encoder's fingerprint as earlier releases wrote
     it) is accepted and rebound to ``fingerprint``; the next save records the new one.
     ``limits`` (default: the configuration's) bounds the people and encodings accepted.
+    A sealed file is opened with the gallery key; a plaintext one, when ``gallery.encrypt``
+    is on and ``migrate``, is sealed in its place (under the lock) after it has been read.
     """
     path = Path(path)
+    limits = limits or GalleryConfig()
     try:
         with open(path, "rb") as fh:
-            try:
-                archive = zipfile.ZipFile(fh)
-            except _ZIP_ERRORS as exc:
-                raise GalleryError(f"{path}: gallery file is corrupt or truncated ({exc})"
-                                   ) from exc
-            with archive:
-                return _read(_Members(archive, path), fingerprint, legacy,
-                             limits or GalleryConfig())
+            sealed = is_sealed(fh.read(16))
+            fh.seek(0)
+            if sealed:
+                return _read_archive(io.BytesIO(_opened(path, fh.read(), limits)), path,
+                                     fingerprint, legacy, limits)
+            gallery = _read_archive(fh, path, fingerprint, legacy, limits)
     except FileNotFoundError:
         raise GalleryError(f"{path}: no gallery here (enroll someone first)") from None
     except OSError as exc:
         raise GalleryError(f"{path}: cannot read the gallery ({exc.strerror or exc})") from exc
+    if limits.encrypt and migrate:
+        _seal_in_place(path, limits)
+    return gallery
+
+
+def reseal(path: Path, limits: GalleryConfig, encrypt: bool,
+           new_key: Optional[Path] = None) -> Optional[Key]:
+    """Write the gallery file again under its lock: sealed with the gallery key
+    (``encrypt``), in plaintext (not ``encrypt``), or with a new key (``new_key``: a key file
+    to use, made if missing; with the gallery key file itself, a fresh key replaces it).
+    Returns the key it is sealed with now. During a key change, readers find the next key in
+    ``<key file>.new``; the old key is gone once the change is done."""
+    path = Path(path)
+    with _exclusive(path.with_name(path.name + ".lock")):
+        gallery = load_gallery(path, limits=limits, migrate=False)
+        if not encrypt:
+            gallery.save(path, encrypt=False)
+            return None
+        if new_key is None:
+            key = gallery_keys(path, limits, create=True)[0]
+            gallery.save(path, key)
+            return key
+        current = gallery_keys(path, limits)
+        own = key_path(limits.key_file, KEY_NAME, path.parent)
+        if new_key.resolve() == own.resolve():
+            if current and current[0].where != str(own):
+                raise GalleryError(f"the gallery key comes from {current[0].where}, not "
+                                   f"{own}; give --new-key another file and install it there")
+            pending = write_key(own.with_name(own.name + ".new"), Key.generate(str(own)))
+            gallery.save(path, pending)
+            os.replace(pending.where, own)
+            return Key(pending.secret, str(own))
+        key = read_key(new_key) if new_key.exists() else write_key(new_key,
+                                                                     Key.generate(str(new_key)))
+        gallery.save(path, key)
+        return key
+
+
+def archive_bytes(path: Path, limits: Optional[GalleryConfig] = None) -> bytes:
+    """The gallery's ``.npz`` archive as stored, opened with the gallery key if sealed."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise GalleryError(f"{path}: cannot read the gallery ({exc.strerror or exc})") from exc
+    return _opened(path, data, limits or GalleryConfig()) if is_sealed(data) else data
+
+
+def _opened(path: Path, data: bytes, limits: GalleryConfig) -> bytes:
+    try:
+        public, plaintext = unseal(data, gallery_keys(path, limits), str(path))
+    except SealError as exc:
+        raise GalleryError(str(exc)) from None
+    if public.get("format") != SEALED:
+        raise GalleryError(f"{path}: a sealed file, but not a jetkiosk gallery")
+    return plaintext
+
+
+def _read_archive(fh: Any, path: Path, fingerprint: Optional[str], legacy: Optional[str],
+                  limits: GalleryConfig) -> Gallery:
+    try:
+        archive = zipfile.ZipFile(fh)
+    except _ZIP_ERRORS as exc:
+        raise GalleryError(f"{path}: gallery file is corrupt or truncated ({exc})") from exc
+    with archive:
+        return _read(_Members(archive, path), fingerprint, legacy, limits)
+
+
+def _seal_in_place(path: Path, limits: GalleryConfig) -> None:
+    """Encrypt a plaintext gallery file once, under the lock; if that fails (a read-only
+    file system, say) it stays as it is and the reason is logged."""
+    try:
+        with locked_update(path, limits=limits):
+            pass  # read again under the lock, saved sealed
+        key = gallery_keys(path, limits)[0]
+        log.warning("%s: the plaintext gallery is now encrypted (key %s, %s)", path,
+                    key.key_id, key.where)
+    except GalleryError as exc:
+        log.error("%s: the gallery stays unencrypted: %s", path, exc)
 
 
 class _Layout(NamedTuple):
@@ -563,7 +723,7 @@ def _valid_name(name: str) -> bool:
         and not any(c in name for c in "\n\r\t/")
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
     """``name`` without surrounding blanks; GalleryError unless it is a usable name."""
     if not _valid_name(name.strip()):
         raise GalleryError(f"invalid person name {_brief(name)}")
@@ -600,6 +760,13 @@ def _restore(person: Person, records: Dict[str, Any], where: str) -> None:
         raise GalleryError(f"{where}: enrollment time {_brief(enrolled)} is not a number of "
                            "seconds since 1970")
     _check_style(record.get("style"), f"{where}: style")
+    for key, high in (("last_seen", 1e11), ("expire_after", 1e6)):
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value < high):
+            raise GalleryError(f"{where}: {key} {_brief(value)} is not a number from 0 to "
+                               f"{high:g}")
+        setattr(person, key, None if value is None else float(value))
     person.threshold, person.enrolled = record.get("threshold"), float(enrolled)
     person.style = record.get("style")
 

@@ -8,11 +8,12 @@ import logging
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
-from ..capture.sources import open_source
+from ..capture.sources import Source
 from ..core.config import Config
 from ..core.errors import ConfigError, JetkioskError
 from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
+from ..node.daemon import open_service_source, serve_until_stopped
 from .catalog import BUNDLED, StyleCatalog
 from .faces import FacePath, face_config
 from .flicker import FlickerFilter
@@ -34,6 +35,8 @@ def kiosk_source(uri: str) -> str:
 
 
 class KioskService:
+    source: Optional[Source] = None  # the kiosk's source, once `run` has opened it
+
     def __init__(self, config: Config, analyzer: Optional[FaceAnalyzer] = None,
                  load_matcher: Optional[Callable[[], Matcher]] = None):
         """``analyzer`` and ``load_matcher``: the face path's, needed with ``kiosk.faces``
@@ -66,13 +69,18 @@ class KioskService:
         self._closed = False
         try:
             if k.mqtt:
-                self.remote = KioskRemote(config, self.kiosk, self.catalog.names)
+                self.remote = KioskRemote(config, self.kiosk, self.catalog.names,
+                                          self.faces.enrollment if self.faces else None)
         except JetkioskError:
             self.close()
             raise
 
     def run(self) -> int:
-        """Frames shown until the source ends, the viewer quits or ``kiosk.stop`` is set."""
+        """Frames shown until the source ends, the viewer quits or ``shutdown``; then the face
+        path finishes its tracks and everything is closed (the outboxes flushed within
+        ``mqtt.flush_timeout``, the node and camera published offline, the outputs
+        finalised). A live source is reopened when lost (see ``open_service_source``); its
+        availability goes to the face path's node, when there is one."""
         uri = self.config.kiosk.source or self.config.run.source
         try:
             if not uri:
@@ -80,12 +88,17 @@ class KioskService:
             if self.remote is not None and not self.remote.start(self.config.mqtt.connect_timeout):
                 log.warning("MQTT: %s; style commands work once it answers",
                             self.remote.link.last_error or "not connected yet")
-            source = open_source(kiosk_source(uri), images=self.config.images)
+            node = self.faces.runner.node if self.faces is not None else None
+            self.source = source = open_service_source(
+                kiosk_source(uri), self.config, node.camera_state if node else None)
+            if self.kiosk.stop.is_set():  # a signal came while opening
+                source.stop()
             if self.faces is not None:
                 self.faces.start()
             try:
                 frames = self.kiosk.run(source)
             finally:
+                self.kiosk.notifier.stopping()
                 source.close()
             if self.faces is not None:
                 self.faces.finish()  # raises what stopped the face path (LinkFailed: exit 1)
@@ -94,6 +107,26 @@ class KioskService:
             return frames
         finally:
             self.close()
+
+    def shutdown(self) -> None:
+        """Stop at the next frame, or while the source waits; ``run`` then finishes (safe
+        from signal handlers and other threads)."""
+        self.kiosk.stop.set()
+        if self.source is not None:
+            self.source.stop()
+
+    def reload(self) -> None:
+        """With ``kiosk.faces``: the face path loads the gallery again between its frames,
+        the display goes on; without it, nothing to reload."""
+        if self.faces is not None:
+            runner = self.faces.runner
+            runner.loop.call_soon(runner.reloader)
+
+    def serve(self) -> int:
+        """``run`` as a service (main thread): SIGTERM and SIGINT ``shutdown``, SIGHUP
+        ``reload``; 0, or 1 when a live source was given up (``run.retries``) so that
+        systemd restarts the kiosk."""
+        return serve_until_stopped(self.run, self.shutdown, self.reload, lambda: self.source)
 
     def close(self) -> None:
         if self._closed:

@@ -22,12 +22,18 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..capture.sources import Frame, Source
+from ..core.audit import AuditLog
 from ..core.config import Config
+from ..core.errors import GalleryError
 from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
+from ..faces.gallery import enroll_encodings
 from ..faces.tracker import Track
 from ..node.daemon import Runner
 from ..node.sinks import Sink, sink_uris
+from ..service.sd_notify import Notifier
+from .enroll_screen import draw_enrollment
+from .enrollment import WalkUpEnrollment
 from .overlay import Label, draw_greeting, draw_labels
 
 log = logging.getLogger(__name__)
@@ -35,9 +41,11 @@ log = logging.getLogger(__name__)
 
 def face_config(config: Config) -> Config:
     """The settings the kiosk's face path runs with: ``kiosk.faces_threads`` intra-op threads
-    per face model, and the MQTT sink added when ``kiosk.mqtt`` is on."""
+    per face model, at most ``kiosk.faces_fps`` frames a second, and the MQTT sink added
+    when ``kiosk.mqtt`` is on."""
     faces = copy.deepcopy(config)
     faces.models.threads = config.kiosk.faces_threads
+    faces.run.max_fps = config.kiosk.faces_fps
     if config.kiosk.mqtt and "mqtt" not in sink_uris(config.run.sink):
         faces.run.sink = f"{config.run.sink},mqtt"
     return faces
@@ -133,6 +141,17 @@ class FaceBoard(Sink):
                 del self._greetings[track]
             return [text for text, _ in self._greetings.values()]
 
+    def main_person(self) -> Optional[str]:
+        """The name of the largest face recognised now (None: nobody recognised)."""
+        with self._lock:
+            named = [(track, box) for track, box in self._boxes.items()
+                     if self._decisions.get(track, ("", ""))[1] == "match"]
+            if not named:
+                return None
+            track, _ = max(named, key=lambda item: (item[1][2] - item[1][0])
+                           * (item[1][3] - item[1][1]))
+            return self._decisions[track][0]
+
     def labels(self) -> Tuple[List[Label], Tuple[int, int]]:
         """The tracks to show and the size of the frames their boxes are in."""
         with self._lock:
@@ -149,6 +168,21 @@ def warm_up(analyzer: FaceAnalyzer, size: Tuple[int, int] = (1280, 720)) -> None
     analyzer.encoder.encode([np.zeros((aligner.height, aligner.width, 3), np.uint8)])
 
 
+class Heartbeat(Notifier):
+    """The face path's notifier: it tells systemd nothing (inside the kiosk, the display loop
+    does) and keeps the time of the capture loop's last watchdog ping, sent after each frame
+    and while the loop waits for one."""
+
+    def __init__(self) -> None:
+        super().__init__({})  # no NOTIFY_SOCKET: silent
+        self.watchdog_seconds = 0.4  # the loop pings at most every 0.1 s
+        self.last = time.monotonic()
+
+    def watchdog(self) -> bool:
+        self.last = time.monotonic()
+        return False
+
+
 class FacePath:
     """The face path on a thread over the kiosk's frames; ``post`` from the display loop,
     ``draw`` on each frame shown."""
@@ -160,9 +194,17 @@ class FacePath:
         self.blur = config.kiosk.blur_unknown
         self.tap = FrameTap()
         self.board = FaceBoard(config.kiosk.greeting, config.kiosk.greeting_seconds)
+        self.heartbeat = Heartbeat()
         self.runner = Runner(config, analyzer, load_matcher, source=self.tap,
-                             observer=self.board)
-        self.runner.loop.observer = self.board.observe
+                             observer=self.board, notifier=self.heartbeat)
+        self.runner.loop.observer = self._observe
+        self.gallery_path = config.gallery_path
+        self.gallery_limits = config.gallery
+        self.audit = AuditLog.from_config(config)
+        loop = self.runner.loop
+        self.enrollment = WalkUpEnrollment(
+            config.kiosk, analyzer.analyze, self._known, lambda: loop.matcher.names,
+            self._save, config.quality.min_face)
         self.on_failure: Callable[[], None] = lambda: None
         self.error: Optional[Exception] = None
         self.frames_posted = 0
@@ -185,22 +227,59 @@ class FacePath:
             self.error = exc
             self.on_failure()
 
+    def alive(self, within: float) -> bool:
+        """The face path's thread runs and has finished a frame, or waited for one, within
+        the last ``within`` seconds (False: it hangs)."""
+        return self._thread.is_alive() and time.monotonic() - self.heartbeat.last <= within
+
     def post(self, frame: np.ndarray) -> None:
         self.frames_posted += 1
         self.tap.post(frame)
 
+    def _observe(self, frame: np.ndarray, tracks: List[Track]) -> None:
+        """After each of the face path's frames (on its thread)."""
+        self.board.observe(frame, tracks)
+        self.enrollment.observe(frame)
+
+    def _known(self, encodings: np.ndarray) -> List[Optional[str]]:
+        return [d.name for d in self.runner.loop.matcher.identify(encodings)]
+
+    def _save(self, name: str, encodings: np.ndarray) -> None:
+        """A walk-up enrollment's encodings into the gallery file (a new name only), then
+        the face path switches to it (on its own thread: this runs there)."""
+        manifest = self.runner.loop.analyzer.encoder_manifest
+        enroll_encodings(self.gallery_path, manifest, encodings.shape[1], self.gallery_limits,
+                         {name: encodings}, only_new=True)
+        self.audit.note("enroll", name=name, encodings=len(encodings), total=len(encodings),
+                        source="kiosk")
+        self.runner.reload()
+
+    def main_style(self) -> Optional[str]:
+        """The style stored with the recognised person whose face is largest now, if any."""
+        name = self.board.main_person()
+        if name is None:
+            return None
+        try:
+            return self.runner.loop.matcher.gallery.person(name).style
+        except GalleryError:  # removed from the gallery since
+            return None
+
     def draw(self, shown: np.ndarray) -> None:
         """Boxes and labels (faces not recognised pixelated with ``kiosk.blur_unknown``),
-        then the newest greeting."""
+        the newest greeting, and a walk-up enrollment under way."""
         labels, size = self.board.labels()
         draw_labels(shown, labels, size, self.blur)
         greetings = self.board.greetings()
         if greetings:
             draw_greeting(shown, greetings[-1])
+        screen = self.enrollment.screen()
+        if screen is not None:
+            draw_enrollment(shown, screen)
 
     def finish(self, timeout: Optional[float] = None) -> None:
         """No more frames: the face path takes the last one, ends its tracks and stops;
-        raises what stopped it, if anything did."""
+        raises what stopped it, if anything did. An enrollment under way stops."""
+        self.enrollment.camera_lost()
         self.tap.end()
         if self._thread.is_alive():
             self._thread.join(timeout)

@@ -16,14 +16,16 @@ import numpy as np
 
 from ..capture.sources import Source
 from ..core.config import KioskConfig
-from ..core.errors import ConfigError, SourceError
+from ..core.errors import ConfigError, JetkioskError, SourceError
+from ..service.sd_notify import Notifier
 from .faces import FacePath
 from .outputs import NO_KEY, Output
 from .stylizer import Stylizer
 
 log = logging.getLogger(__name__)
 
-KEYS_HELP = "n/space: next style, p: previous, 1-9: pick, f: FPS overlay, c: colours, q/Esc: quit"
+KEYS_HELP = ("n/space: next style, p: previous, 1-9: pick, f: FPS overlay, c: colours, "
+             "e: enroll (y/n: agree/decline, n: cancel), q/Esc: quit")
 
 
 class FpsMeter:
@@ -60,32 +62,79 @@ class Kiosk:
         self.frames = 0
         self.listeners: List[Callable[[str], None]] = []
         self._next_rotation = 0.0
+        self.notifier = Notifier()  # systemd: READY=1 and WATCHDOG=1 from this loop
+        self._base_style = stylizer.style  # the style shown when no person's style applies
+        self._person_style: Optional[str] = None  # the main person's style, while shown
 
     def set_style(self, name: str) -> str:
-        """Switch style (any thread); raises StyleError or ModelError and keeps the old one."""
+        """Switch style (any thread); raises StyleError or ModelError and keeps the old one.
+        While a recognised person's own style is shown, it is loaded and shown once they
+        leave."""
+        if self._person_style is None:
+            self._base_style = self._show(name)
+        else:
+            self._base_style = self.stylizer.catalog.get(name).name
+        return self._base_style
+
+    def _show(self, name: str) -> str:
         name = self.stylizer.set_style(name)
         log.info("style: %s", name)
         for listener in self.listeners:
             listener(name)
         return name
 
+    def follow_person_style(self) -> None:
+        """While the largest recognised face is someone with a style of their own, show it;
+        back to the kiosk's style when they leave."""
+        wanted = self.faces.main_style() if self.faces is not None else None
+        if wanted == self._person_style:
+            return
+        self._person_style = wanted
+        try:
+            self._show(wanted or self._base_style)
+        except JetkioskError as exc:  # a style removed since it was stored
+            log.warning("person's style %s not shown: %s", wanted, exc)
+
     def run(self, source: Source) -> int:
-        """Show frames until the source ends, a viewer quits, or ``stop`` is set."""
+        """Show frames until the source ends, a viewer quits, or ``stop`` is set.
+
+        Under systemd: READY=1 once the first frame is shown; WATCHDOG=1 every quarter of
+        WatchdogSec, after frames and while the source waits (reopening a lost camera), and
+        only while the face path keeps up too, so that a hung display or face path is
+        restarted. A ``stop`` set while the source waits ends the wait."""
         self._next_rotation = time.monotonic() + self.config.rotate_every
+        watchdog = self.notifier.watchdog_seconds
+        pinged = -float("inf")
+
+        def ping() -> None:
+            nonlocal pinged
+            if self.stop.is_set():
+                source.stop()
+            now = time.monotonic()
+            if watchdog and now - pinged >= watchdog / 4 and (
+                    self.faces is None or self.faces.alive(watchdog)):
+                self.notifier.watchdog()
+                pinged = now
+
+        source.keepalive = ping
         for frame, _ in source.frames():
             if self.faces is not None:
                 self.faces.post(frame)
+            self.follow_person_style()
             styled = self.stylizer(frame)
             shown = self.compose(styled)
             for output in self.outputs:
                 self.on_key(output.show(shown))
             self.meter.tick()
             self.frames += 1
+            if self.frames == 1:
+                self.notifier.ready(f"showing {source.uri}")
+            ping()
             self.rotate_on_timer()
             if self.stop.is_set() or any(output.closed for output in self.outputs):
                 break
         else:
-            if self.frames == 0:
+            if self.frames == 0 and not self.stop.is_set():
                 raise SourceError(f"{source.uri}: no frames")
             log.info("%s: the source ended after %d frames", source.uri, self.frames)
         return self.frames
@@ -120,6 +169,8 @@ class Kiosk:
         char = chr(key & 0xFF)
         if char in ("q", "\x1b"):
             self.stop.set()
+        elif self.faces is not None and self.faces.enrollment.on_key(char):
+            pass
         elif char in ("n", " "):
             self.step(1)
         elif char == "p":
@@ -132,7 +183,7 @@ class Kiosk:
             self.stylizer.colors = not self.stylizer.colors
 
     def step(self, offset: int) -> None:
-        current = self.stylizer.style
+        current = self._base_style
         index = self.rotation.index(current) if current in self.rotation else -1
         self.set_style(self.rotation[(index + offset) % len(self.rotation)])
 

@@ -3,9 +3,11 @@ window), http://host:port/ (MJPEG page for a browser in kiosk mode), file://out.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import cv2
@@ -46,6 +48,10 @@ class WindowOutput(Output):
             cv2.namedWindow(self.NAME, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
             if fullscreen:
                 cv2.setWindowProperty(self.NAME, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+                size = screen_size(os.environ["DISPLAY"])
+                if size:  # without a window manager, the property alone leaves it small
+                    cv2.moveWindow(self.NAME, 0, 0)
+                    cv2.resizeWindow(self.NAME, *size)
         except cv2.error as exc:
             raise OutputError(f"{uri}: cannot open a window on DISPLAY="
                               f"{os.environ['DISPLAY']} ({exc})") from exc
@@ -62,6 +68,32 @@ class WindowOutput(Output):
     def close(self) -> None:
         cv2.destroyWindow(self.NAME)
         cv2.waitKey(1)
+
+
+def screen_size(display: str) -> Optional[Tuple[int, int]]:
+    """Width and height of ``display``'s default screen, asked of libX11 (None when it
+    cannot be loaded or the display opened)."""
+    name = ctypes.util.find_library("X11")
+    if name is None:
+        return None
+    try:
+        xlib = ctypes.CDLL(name)
+    except OSError:
+        return None
+    xlib.XOpenDisplay.restype = ctypes.c_void_p
+    xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    for function in (xlib.XDefaultScreen, xlib.XCloseDisplay):
+        function.argtypes = [ctypes.c_void_p]
+    for function in (xlib.XDisplayWidth, xlib.XDisplayHeight):
+        function.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    handle = xlib.XOpenDisplay(display.encode())
+    if not handle:
+        return None
+    try:
+        screen = xlib.XDefaultScreen(handle)
+        return int(xlib.XDisplayWidth(handle, screen)), int(xlib.XDisplayHeight(handle, screen))
+    finally:
+        xlib.XCloseDisplay(handle)
 
 
 class HttpOutput(Output):

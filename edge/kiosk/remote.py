@@ -1,4 +1,6 @@
-"""The kiosk on MQTT: ``<prefix>/style/set`` commands and the retained ``style/state``.
+"""The kiosk on MQTT: ``<prefix>/style/set`` commands and the retained ``style/state``;
+with the face path, walk-up enrollment: ``<prefix>/enroll/set`` (start with a name,
+accept, cancel) and each of its steps on ``<prefix>/enroll/state``.
 
 The kiosk has its own connection (client id ``<id>-kiosk``, availability on
 ``<prefix>/kiosk/availability``) beside the face-verification node's, and nothing to
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 from ..core.config import Config
 from ..core.errors import JetkioskError
@@ -19,11 +21,13 @@ from ..mqtt.link import link_from_config
 from ..mqtt.outbox import Outbox
 from ..mqtt.payloads import encode
 from ..mqtt.topics import Topics
+from .enrollment import EnrollmentError, WalkUpEnrollment
 from .loop import Kiosk
 
 
 class KioskRemote:
-    def __init__(self, config: Config, kiosk: Kiosk, styles: list):
+    def __init__(self, config: Config, kiosk: Kiosk, styles: list,
+                 enrollment: Optional[WalkUpEnrollment] = None):
         self.kiosk = kiosk
         self.styles = styles
         self.topics = Topics.from_config(config.mqtt)
@@ -31,6 +35,8 @@ class KioskRemote:
                                      self.topics.kiosk_availability, role="kiosk")
         self.commands = CommandRouter(self.link, self.topics, config.mqtt.max_command_bytes)
         self.commands.register("style", "set", self._set)
+        if enrollment is not None:
+            self._enrollment(enrollment)
         kiosk.listeners.append(lambda name: self.publish_state())
         if config.mqtt.stats_interval > 0:
             self.link.every(config.mqtt.stats_interval, self.publish_state)
@@ -48,6 +54,24 @@ class KioskRemote:
             return {"style": self.kiosk.set_style(command["style"])}
         except JetkioskError as exc:
             raise CommandError(str(exc)) from exc
+
+    def _enrollment(self, enrollment: WalkUpEnrollment) -> None:
+        def run(action: Callable[..., Dict[str, Any]], *args: Any) -> Dict[str, Any]:
+            try:
+                return action(*args)
+            except EnrollmentError as exc:
+                raise CommandError(str(exc)) from None
+
+        self.commands.register("enroll", "start",
+                               lambda c: run(enrollment.start, c.get("name")))
+        self.commands.register("enroll", "accept", lambda c: run(enrollment.accept))
+        self.commands.register("enroll", "cancel", lambda c: run(enrollment.cancel))
+        enrollment.announce = self.publish_enrollment
+
+    def publish_enrollment(self, state: Dict[str, Any]) -> None:
+        """Each step of a walk-up enrollment (not retained: a step is news, not a state)."""
+        payload = {"schema": SCHEMA_VERSION, "timestamp": round(time.time(), 3), **state}
+        self.link.send(self.topics.enroll_state, encode(payload), qos=1)
 
     def publish_state(self) -> None:
         state = {"schema": SCHEMA_VERSION, "timestamp": round(time.time(), 3),

@@ -10,11 +10,12 @@ bounded: when full, the oldest message is dropped to make room and counted in ``
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 from ..core.errors import JetkioskError
 
@@ -99,6 +100,16 @@ class Outbox:
             self._db.executemany("DELETE FROM messages WHERE id = ?",
                                  [(i,) for i in message_ids])
 
+    def forget(self, name: str) -> int:
+        """Delete every queued message whose JSON payload names ``name`` (a person removed
+        from the gallery: their events are never sent); returns how many."""
+        with self._transaction():
+            doomed = [row_id for row_id, payload in
+                      self._db.execute("SELECT id, payload FROM messages")
+                      if _names(bytes(payload)) == name]
+            self._db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in doomed])
+        return len(doomed)
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         """One write transaction under the lock, rolled back on any error."""
@@ -129,3 +140,13 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _names(payload: bytes) -> Optional[str]:
+    """The ``name`` a JSON object payload carries, if any."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return None
+    name = message.get("name") if isinstance(message, dict) else None
+    return name if isinstance(name, str) else None

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 from ..core.config import MqttConfig
 from ..core.errors import ConfigError
 
-COMMAND_TARGETS = ("recognition", "gallery", "style")
+COMMAND_TARGETS = ("recognition", "gallery", "style", "enroll")
 MAX_TOPIC_BYTES = 65535  # MQTT's limit on a UTF-8 string
 MAX_RESPONSE_TOPIC_BYTES = 1024  # a requester's reply topic: far more than any real one
 
@@ -142,6 +142,10 @@ class Topics:
     @property
     def style_state(self) -> str:
         return f"{self.prefix}/style/state"
+
+    @property
+    def enroll_state(self) -> str:
+        return f"{self.prefix}/enroll/state"
 
     def camera_availability(self, camera: str) -> str:
         return f"{self.prefix}/{camera}/availability"

@@ -16,7 +16,7 @@ from types import FrameType, TracebackType
 from typing import Any, Callable, Dict, Iterator, Optional, Type, final
 from urllib.parse import urlsplit
 
-from ..capture.reconnect import ReconnectingSource
+from ..capture.reconnect import ReconnectingSource, StateChange
 from ..capture.sources import LIVE_SCHEMES, Source, open_source
 from ..core.config import Config
 from ..core.errors import SourceError
@@ -25,11 +25,13 @@ from ..faces.decisions import Matcher
 from ..mqtt.link import link_from_config
 from ..mqtt.outbox import Outbox
 from ..mqtt.topics import Topics
+from ..service.sd_notify import Notifier
 from .loop import CaptureLoop
 from .metrics import LoopCollector, MetricsServer
 from .mqtt_sink import MqttSink
 from .node import Node
 from .reload import GalleryWatch, Reloader
+from .retention import Retention
 from .sinks import FanoutSink, Sink, open_sink, sink_uris
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,34 @@ def signal_handlers(handlers: Dict[signal.Signals, Callable[[], None]]) -> Itera
             signal.signal(sig, old)
 
 
+def open_service_source(uri: str, config: Config,
+                        on_state: Optional[StateChange] = None) -> Source:
+    """``uri`` as a service reads it: a live source (camera, stream) is reopened when lost,
+    each change of its availability going to ``on_state``, until ``run.retries``; a clip or
+    an image folder is opened once."""
+    if urlsplit(uri).scheme not in LIVE_SCHEMES:
+        return open_source(uri, images=config.images)
+    return ReconnectingSource(uri, config.run, on_state or (lambda online: None))
+
+
+def serve_until_stopped(run: Callable[[], object], stop: Callable[[], None],
+                        reload: Callable[[], None],
+                        source: Callable[[], Optional[Source]]) -> int:
+    """``run()`` as a service: SIGTERM and SIGINT call ``stop``, SIGHUP ``reload``; the
+    handlers stay in place until ``run`` has returned, its flush included, so that a second
+    signal cannot cut that short. 0, or 1 when ``source()``, a live source, was given up
+    (``run.retries``) so that systemd restarts the service."""
+    with signal_handlers({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}):
+        try:
+            run()
+        except SourceError as exc:
+            if not isinstance(source(), ReconnectingSource):
+                raise
+            log.error("%s", exc)
+            return 1
+    return 0
+
+
 @final
 class Runner:
     """The one owner of what a run opens.
@@ -63,7 +93,9 @@ class Runner:
     4. the source (``run.source``), opened before any connection so that a bad one fails fast,
        unless the caller hands in a source of its own (the kiosk's frames), which it closes;
     5. the gallery watch: a thread that looks at the gallery file once a second and has the
-       loop reload it between frames when it has changed.
+       loop reload it between frames when it has changed;
+    6. retention (``retention.Retention``): a sink noting each match, and a thread that has
+       the loop save last-seen times and remove expired people every hour.
 
     Closing the link drains the outbox for up to ``mqtt.flush_timeout`` s and publishes the
     node ``offline``; the outbox is closed only after the link's thread has stopped.
@@ -72,10 +104,12 @@ class Runner:
     def __init__(self, config: Config, analyzer: FaceAnalyzer,
                  load_matcher: Callable[[], Matcher],
                  load_config: Optional[Callable[[], Config]] = None,
-                 source: Optional[Source] = None, observer: Optional[Sink] = None):
+                 source: Optional[Source] = None, observer: Optional[Sink] = None,
+                 notifier: Optional[Notifier] = None):
         """``load_config`` is what SIGHUP reads (default: the same settings, the gallery
         reloaded); ``source``: frames the caller owns, instead of opening ``run.source``;
-        ``observer``: a sink that also gets every event (not closed here)."""
+        ``observer``: a sink that also gets every event (not closed here); ``notifier``:
+        where the loop reports READY/WATCHDOG/STOPPING (default: systemd's, if any)."""
         self.config = config
         self.load_matcher = load_matcher
         self.watch = GalleryWatch(  # before loading: a change from now on is seen
@@ -88,9 +122,9 @@ class Runner:
             mqtt = self._open_mqtt(stack) if "mqtt" in sink_uris(config.run.sink) else None
             sink = open_sink(config.run.sink, {"mqtt": mqtt} if mqtt else {})
             stack.callback(sink.close)
-            if observer is not None:
-                sink = FanoutSink([sink, observer])
-            self.loop = CaptureLoop(config, analyzer, matcher, sink)
+            self.retention = Retention(config)
+            sink = FanoutSink([sink, self.retention] + ([observer] if observer else []))
+            self.loop = CaptureLoop(config, analyzer, matcher, sink, notifier)
             if mqtt is not None:
                 self.node = Node(config, self.loop, mqtt, load_matcher)
             self.reloader = Reloader(config, load_config or (lambda: config), self.reload)
@@ -105,6 +139,9 @@ class Runner:
                 stack.callback(self.source.close)
             stack.callback(self.watch.close)
             self.watch.start()
+            self.retention.call_soon = self.loop.call_soon
+            stack.callback(self.retention.close)
+            self.retention.start()
             self._opened = stack.pop_all()
 
     def _open_mqtt(self, stack: contextlib.ExitStack) -> MqttSink:
@@ -120,12 +157,8 @@ class Runner:
 
     def _open_source(self) -> Source:
         """A live source reopens itself; its state goes to MQTT when there is a node."""
-        uri = self.config.run.source
-        if urlsplit(uri).scheme not in LIVE_SCHEMES:
-            return open_source(uri, images=self.config.images)
-        if self.node is None:
-            return ReconnectingSource(uri, self.config.run)
-        return ReconnectingSource(uri, self.config.run, self.node.camera_state)
+        return open_service_source(self.config.run.source, self.config,
+                                   self.node.camera_state if self.node else None)
 
     def start(self) -> Runner:
         """Connect to the broker, if there is one (see ``Node.start``)."""
@@ -165,15 +198,12 @@ def serve(config: Config, analyzer: FaceAnalyzer, load_matcher: Callable[[], Mat
     up (``run.retries``) so that systemd restarts the service."""
     with Runner(config, analyzer, load_matcher, load_config) as runner:
         loop = runner.loop
-        with signal_handlers({signal.SIGTERM: loop.shutdown, signal.SIGINT: loop.shutdown,
-                              signal.SIGHUP: lambda: loop.call_soon(runner.reloader)}):
+
+        def run() -> None:
             try:
                 runner.start().run()
-            except SourceError as exc:
-                if not isinstance(runner.source, ReconnectingSource):
-                    raise
-                log.error("%s", exc)
-                return 1
             finally:
                 runner.close()  # under the handlers: a second signal cannot cut the flush short
-    return 0
+
+        return serve_until_stopped(run, loop.shutdown, lambda: loop.call_soon(runner.reloader),
+                                   lambda: runner.source)

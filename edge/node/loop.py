@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..capture.sources import Source
+from ..core.audit import AuditLog
 from ..core.config import Config
 from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 RECENT_DECISIONS = 256  # events whose encoding stays in memory for `gallery reject --event`
 
 
+def _number(value: Optional[float]) -> Optional[float]:
+    return None if value is None else float(value)
+
+
 class CaptureLoop:
     """Runs the per-frame path over a source and publishes track events to a sink."""
 
@@ -32,6 +37,7 @@ class CaptureLoop:
                  notifier: Optional[Notifier] = None):
         self.config = config
         self.notifier = notifier or Notifier()  # systemd: READY=1, WATCHDOG=1 from this loop
+        self.audit = AuditLog.from_config(config)  # match decisions are recorded there
         self.analyzer = analyzer
         self.matcher = matcher
         self.sink = sink
@@ -95,6 +101,11 @@ class CaptureLoop:
                 self.matcher.rule_for(None if te.label == UNKNOWN else te.label))
             crop: Optional[np.ndarray] = self._crops.get(te.track.track_id)
             self._remember(event.event_id, self._encodings.get(te.track.track_id))
+            if event.decision == "match" and event.event != "end":  # what may open a door
+                self.audit.note("match", name=event.name, camera=event.camera,
+                                event_id=event.event_id, event=event.event,
+                                distance=_number(event.distance),
+                                threshold=_number(event.threshold))
             self.sink.publish(event.as_dict(), crop)
         live = {t.track_id for t in self.tracker.tracks}
         for kept in (self._crops, self._encodings):  # ended tracks, announced or not

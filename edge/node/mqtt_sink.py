@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 import cv2
 import numpy as np
@@ -34,6 +34,7 @@ class MqttSink(Sink):
         self._lock = threading.Lock()
         self._live: Dict[Tuple[str, int], Dict[str, Any]] = {}  # (camera, track) -> last event
         self._counts: Dict[str, Tuple[int, int, Tuple[str, ...]]] = {}
+        self._people: Optional[Set[str]] = None  # the gallery's; None: anyone matched
         if presence_refresh > 0:
             link.every(presence_refresh, self.refresh_presence)
 
@@ -57,15 +58,27 @@ class MqttSink(Sink):
         with self._lock:
             now = time.time()
             for event in self._live.values():
-                if event["decision"] == "match":
+                if event["decision"] == "match" and self._enrolled(event["name"]):
                     self.link.set_state(self.topics.person(event["name"]), encode(person_state(
                         event["name"], True, now, event["camera"], event["distance"])))
 
-    def forget_person(self, name: str) -> None:
-        """Clear a removed person's retained state."""
-        self.link.set_state(self.topics.person(name), b"")
+    def set_people(self, names: Iterable[str]) -> None:
+        """The people in the gallery now: someone no longer among them has their retained
+        state cleared, and no state is published for them again, even when a track still
+        carries their name from before."""
+        names = set(names)
+        with self._lock:
+            gone = (self._people or set()) - names
+            self._people = names
+            for name in sorted(gone):
+                self.link.set_state(self.topics.person(name), b"")
+
+    def _enrolled(self, name: str) -> bool:
+        return self._people is None or name in self._people
 
     def _publish_person(self, name: str, event: Dict[str, Any]) -> None:
+        if not self._enrolled(name):
+            return
         live = [e for e in self._live.values() if e["decision"] == "match" and e["name"] == name]
         latest = live[-1] if live else event
         self.link.set_state(self.topics.person(name), encode(person_state(

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional
 import paho.mqtt.client as mqtt
 
 from ..capture.sources import Source
+from ..core.audit import AuditLog
 from ..core.config import Config
 from ..core.errors import GalleryError
 from ..faces.decisions import Matcher
@@ -42,10 +43,12 @@ class Node:
                  load_matcher: Callable[[], Matcher]):
         self.config = config
         self.load_matcher = load_matcher
+        self.audit = AuditLog.from_config(config)
         self.camera = check_level(config.run.camera, "run.camera")
         self.topics = sink.topics
         self.link = sink.link
         self.mqtt_sink = sink
+        sink.set_people(loop.matcher.names)
         self.loop = loop
         self.telemetry = Telemetry(self.loop, self.topics.node)
         self.commands = CommandRouter(self.link, self.topics, config.mqtt.max_command_bytes)
@@ -98,8 +101,7 @@ class Node:
             raise CommandError(f"gallery not reloaded, the old one stays in use: {exc}") from exc
         self.loop.matcher = matcher
         new = set(matcher.names)
-        for name in old - new:
-            self.mqtt_sink.forget_person(name)
+        self.mqtt_sink.set_people(new)
         self._announce(matcher)
         return {"people": len(new), "added": sorted(new - old), "removed": sorted(old - new)}
 
@@ -119,6 +121,8 @@ class Node:
                 count = gallery.reject(command["name"], encoding)
         except GalleryError as exc:
             raise CommandError(str(exc)) from None
+        self.audit.note("reject", name=command["name"], rejections=count,
+                        event_id=command["event_id"], source="mqtt")
         return {"name": command["name"], "rejections": count, **self.reload()}
 
     def outbox_figures(self) -> Dict[str, int]:

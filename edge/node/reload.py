@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..core.audit import AuditLog
 from ..core.config import Config, settings
 from ..core.errors import JetkioskError
 from ..core.log_format import setup_logging
@@ -62,6 +63,9 @@ class Reloader:
             log.error("reload: %s", exc)
             return
         self.reloads += 1
+        AuditLog.from_config(self.config).note("config.reload", applied=live,
+                                               needs_restart=restart,
+                                               people=result.get("people"))
         log.info("reloaded: %s applied; gallery %s", ", ".join(live) or "no setting", result)
 
     def gallery_changed(self) -> None:

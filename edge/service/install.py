@@ -1,10 +1,12 @@
-"""`jetkiosk install` / `uninstall`: the systemd units, the service user and its directories.
+"""`jetkiosk install` / `uninstall`: the systemd units, the service user and its directories,
+the gallery key (``/etc/jetkiosk/gallery.key``, mode 0400, the service user's; made once).
 
 Idempotent: a second install changes nothing. The user and directories come from sysusers.d
 and tmpfiles.d files run by systemd's own tools, so they are made again at every boot if
 lost. ``root`` installs into another tree (an image being built, a test) with systemd's
 ``--root``; on the running system the manager is reloaded and the daemon enabled.
-Uninstalling keeps the gallery, the configuration and the user unless ``purge``.
+Uninstalling keeps the gallery, its key, the configuration and the user unless ``purge``
+(which deletes the key with /etc/jetkiosk: the gallery can then never be opened again).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import List, Optional
 
 from ..core.config_toml import template
 from ..core.errors import JetkioskError
+from ..core.sealing import Key, write_key
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +31,15 @@ BUILD = "jetkiosk-build.service"
 KIOSK = "jetkiosk-kiosk.service"
 SHIPPED_EXECUTABLE = "/usr/local/bin/jetkiosk"
 CONFIG = Path("/etc/jetkiosk/config.toml")
+GALLERY_KEY = Path("/etc/jetkiosk/gallery.key")  # the gallery's key, off the state directory
 STATE = Path("/var/lib/jetkiosk")
 CACHE = Path("/var/cache/jetkiosk")
 # What the installed configuration sets (the rest is left at its documented default), so
 # that `jetkiosk ... --config /etc/jetkiosk/config.toml` run by hand uses the daemon's files.
 INSTALLED_SETTINGS = {
     "models.dir": str(STATE / "models"), "models.engine_dir": str(CACHE / "engines"),
-    "gallery.path": str(STATE / "gallery.npz"), "mqtt.outbox": str(STATE / "outbox.db"),
+    "gallery.path": str(STATE / "gallery.npz"), "gallery.key_file": str(GALLERY_KEY),
+    "mqtt.outbox": str(STATE / "outbox.db"),
     "run.source": "v4l2:///dev/video0", "run.sink": "mqtt", "log.level": "info",
 }
 
@@ -131,19 +136,25 @@ def install(root: Path = Path("/"), command: Optional[str] = None, start: bool =
     config = layout.at(CONFIG)
     if not config.exists():  # an edited configuration is never overwritten
         _write(config, template(INSTALLED_SETTINGS), 0o640)
-        os.chown(config, 0, _gid(root))
+        os.chown(config, 0, _id(root, "group"))
+    key = layout.at(GALLERY_KEY)
+    if not key.exists():  # a key is never replaced: it alone opens the gallery
+        write_key(key, Key.generate(str(GALLERY_KEY)))
+        os.chown(key, _id(root, "passwd"), _id(root, "group"))
+        log.info("wrote %s (the gallery key)", key)
     if layout.live and changed:
         _systemctl(layout, "daemon-reload")
     _systemctl(layout, "enable", *(["--now"] if start and layout.live else []), DAEMON)
 
 
-def _gid(root: Path) -> int:
-    """The jetkiosk group's id in ``root``'s /etc/group (made by systemd-sysusers)."""
-    for line in (root / "etc/group").read_text().splitlines():
-        name, _, gid, *_ = line.split(":")
+def _id(root: Path, table: str) -> int:
+    """The jetkiosk user's (``passwd``) or group's (``group``) id in ``root``'s /etc
+    (made by systemd-sysusers)."""
+    for line in (root / "etc" / table).read_text().splitlines():
+        name, _, number, *_ = line.split(":")
         if name == "jetkiosk":
-            return int(gid)
-    raise InstallError(f"{root / 'etc/group'}: no jetkiosk group after systemd-sysusers")
+            return int(number)
+    raise InstallError(f"{root / 'etc' / table}: no jetkiosk entry after systemd-sysusers")
 
 
 def uninstall(root: Path = Path("/"), purge: bool = False) -> None:

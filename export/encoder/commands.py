@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -226,7 +226,9 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
             threshold = report.recommended(args.rule)
         except ValueError as exc:
             raise ConfigError(f"--rule: {exc}") from None
-        _update_gallery(config, manifest, lambda g: _set_default(g, threshold, bool(args.head)))
+        _update_gallery(config, manifest, lambda g: _set_default(g, threshold, bool(args.head)),
+                        "threshold", value=round(float(threshold), 6), rule=args.rule,
+                        head=bool(args.head))
         print(f"{config.gallery_path}: default threshold {threshold:.4f} ({args.rule})")
     return 0
 
@@ -246,7 +248,8 @@ def cmd_head(args: argparse.Namespace, config: Config) -> int:
     print(f"{args.out}: {args.kind} head for {manifest.name} (on its training pairs: "
           f"{report.summary()})")
     if args.install:
-        _update_gallery(config, manifest, lambda g: g.set_head(head))
+        _update_gallery(config, manifest, lambda g: g.set_head(head), "head.install",
+                        kind=args.kind, encoder=manifest.name)
         print(f"{config.gallery_path}: decides with the verification head")
     return 0
 
@@ -280,13 +283,17 @@ def _read_head(path: Path, manifest):
     return head
 
 
-def _update_gallery(config: Config, manifest, change: Callable) -> None:
-    """Apply ``change`` to the gallery file under its lock (no other writer in between)."""
+def _update_gallery(config: Config, manifest, change: Callable, action: str,
+                    **audited: Any) -> None:
+    """Apply ``change`` to the gallery file under its lock (no other writer in between),
+    then record ``action`` and ``audited`` in the audit trail."""
+    from jetkiosk.edge.core.audit import AuditLog
     from jetkiosk.edge.faces.gallery import locked_update
 
     with locked_update(config.gallery_path, manifest.fingerprint, manifest.legacy_fingerprint,
                        config.gallery) as gallery:
         change(gallery)
+    AuditLog.from_config(config).note(action, **audited)
 
 
 def _int(text: str, flag: str) -> int:

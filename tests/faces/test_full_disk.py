@@ -53,7 +53,8 @@ def test_a_full_disk_leaves_the_gallery_file_as_it_was(small_disk):
                        r"left on device\); the file on disk is unchanged"):
         gallery.save(path)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in small_disk.iterdir()) == ["gallery.npz"]  # no temp file left
+    # no temporary file left: the gallery and its key only
+    assert sorted(p.name for p in small_disk.iterdir()) == ["gallery.key", "gallery.npz"]
     assert load_gallery(path).names == ["ada"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,18 +10,18 @@ import numpy as np
 import pytest
 
 from jetkiosk.edge.core.errors import GalleryError
-from jetkiosk.edge.faces.gallery import load_gallery, locked_update
+from jetkiosk.edge.faces.gallery import archive_bytes, load_gallery, locked_update
 from jetkiosk.edge.faces.verification_head import VerificationHead
 
 
 def header(path: Path) -> dict:
-    with np.load(path) as data:
+    with np.load(io.BytesIO(archive_bytes(path))) as data:
         return json.loads(str(data["header"]))
 
 
 def rewrite_header(path: Path, change) -> None:
     """Write ``path`` again with ``change`` applied to its JSON header, arrays as they were."""
-    with np.load(path) as data:
+    with np.load(io.BytesIO(archive_bytes(path))) as data:
         arrays = {k: data[k] for k in data.files}
     text = json.loads(str(arrays["header"]))
     change(text)

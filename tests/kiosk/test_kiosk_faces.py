@@ -11,10 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import configure, enroll_demo_people
-from jetkiosk.edge.faces.decisions import Matcher
-from jetkiosk.edge.faces.gallery import load_gallery
-from jetkiosk.edge.faces.open_set import threshold_rule
+from conftest import configure, enroll_demo_people, matcher_loader
 from jetkiosk.edge.faces.tracker import Track
 from jetkiosk.edge.kiosk.app import KioskService
 from jetkiosk.edge.kiosk.faces import FaceBoard, FrameTap, face_config
@@ -193,15 +190,6 @@ def demo_config(config, analyzer, demo_clip, tmp_path):
                               "kiosk.output": "file:///dev/null", "kiosk.width": 320,
                               "kiosk.style": "mosaic", "kiosk.faces": True, "kiosk.faces_nice": 0,
                               "tracker.iou": 0.05})
-
-
-def matcher_loader(config, analyzer):
-    def load():
-        manifest = analyzer.encoder_manifest
-        return Matcher(load_gallery(config.gallery_path, manifest.fingerprint,
-                                    manifest.legacy_fingerprint, config.gallery),
-                       threshold_rule(config.gallery, manifest))
-    return load
 
 
 def test_kiosk_with_faces_sends_the_events_run_sends_and_draws_them(demo_config, analyzer,

@@ -20,7 +20,7 @@ from urllib.request import urlopen
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT
+from conftest import ROOT, read_jsonl
 from jetkiosk.edge.mqtt.outbox import Outbox
 from mosquitto import Mosquitto, Subscriber, free_port
 
@@ -244,10 +244,7 @@ def test_sigterm_mid_run_flushes_the_outbox_publishes_offline_and_exits_0(
     daemon = Daemon(tmp_path, config, 10.0)
     try:
         def published() -> List[dict]:
-            if not events_file.exists():
-                return []
-            return [json.loads(line) for line in events_file.read_text().splitlines()
-                    if line.endswith("}")]
+            return read_jsonl(events_file)
 
         assert sub.wait(lambda: len(published()) >= 1, 120), daemon.text()
         broker.pause()  # the broker stops answering: events wait in the outbox

@@ -64,8 +64,11 @@ def test_install_is_idempotent_and_uninstall_keeps_the_gallery(root):
         assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (mode, owner, gid), folder
     config = root / "etc/jetkiosk/config.toml"
     assert config.stat().st_mode & 0o777 == 0o640 and config.stat().st_gid == gid
+    key = (root / "etc/jetkiosk/gallery.key").stat()
+    assert (key.st_mode & 0o777, key.st_uid, key.st_gid, key.st_size) == (0o400, uid, gid, 32)
     loaded = load_config(config)  # the installed file is valid and points at the daemon's dirs
     assert loaded.gallery_path == Path("/var/lib/jetkiosk/gallery.npz")
+    assert loaded.gallery.key_file == "/etc/jetkiosk/gallery.key"
     assert loaded.models.engines == Path("/var/cache/jetkiosk/engines")
     assert loaded.run.sink == "mqtt" and loaded.log.level == "info"
     wants = root / "etc/systemd/system/multi-user.target.wants/jetkiosk.service"
