@@ -3,6 +3,7 @@ verification figures, the verification head in the gallery and the matcher."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 
@@ -13,7 +14,7 @@ import torch
 
 from jetkiosk.edge.core.errors import GalleryError
 from jetkiosk.edge.faces.decisions import Matcher
-from jetkiosk.edge.faces.gallery import Gallery, load_gallery
+from jetkiosk.edge.faces.gallery import Gallery, archive_bytes, load_gallery
 from jetkiosk.edge.faces.verification_head import VerificationHead
 from jetkiosk.export.encoder.augment import Augmenter, AugmentSettings, pca_basis
 from jetkiosk.export.encoder.head_train import train_head
@@ -160,12 +161,12 @@ def test_gallery_file_versions_and_bad_heads(tmp_path):
     gallery.add("a", np.eye(4, dtype=np.float32)[:1])
     plain = tmp_path / "plain.npz"
     gallery.save(plain)
-    with np.load(plain) as data:
+    with np.load(io.BytesIO(archive_bytes(plain))) as data:
         assert json.loads(str(data["header"]))["version"] == 1  # older releases read it
     head = VerificationHead("abs", np.ones(4, np.float32), 0.0, "fp-1")
     gallery.set_head(head)
     gallery.save(tmp_path / "head.npz")
-    with np.load(tmp_path / "head.npz") as data:
+    with np.load(io.BytesIO(archive_bytes(tmp_path / "head.npz"))) as data:
         header = json.loads(str(data["header"]))
     assert header["version"] == 2 and header["head"]["kind"] == "abs"
     with pytest.raises(GalleryError, match="fingerprint fp-2"):
