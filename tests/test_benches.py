@@ -65,6 +65,18 @@ class Case:
 
 FACE_RECOGNITION = "face_recognition"
 CASES = [
+    Case("crowd.py", [
+        r"# crowds at 1280x720, 12 frames each, encoder .*",
+        *(rf"{n:2d} faces, jetkiosk, {b} +: +{NUMBER} fps, +{NUMBER} faces encoded/frame, "
+          rf"{n} tracks decided, the last {NUMBER} s after the first frame"
+          for n in (1, 5) for b in ("budget 1/30 s", "no budget"))],
+        peers=[Peer(FACE_RECOGNITION, FACE_RECOGNITION, [
+            rf"{n:2d} faces, face_recognition 1\.3\.0, every face every frame: +{NUMBER} fps"
+            for n in (1, 5)])]),
+    Case("small_faces.py", [
+        r"# 20 lfw-calib faces, 1280x720 frames, .*",
+        r"face width px +24 +64 +ms/frame",
+        *(rf"max_side {side:4d} +{NUMBER} +{NUMBER} +{NUMBER}" for side in (640, 960, 1280))]),
     Case("detectors.py", [
         r"# 3 probe photos, \d+ labelled faces, .*",
         rf"RetinaFace-MobileNet0\.25 +recall \d+/\d+ +faces found +\d+ +{NUMBER} ms/photo .*"],

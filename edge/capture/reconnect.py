@@ -80,6 +80,12 @@ class ReconnectingSource(Source):
             if time.monotonic() >= end:
                 return
 
+    @property
+    def rate(self) -> Optional[float]:  # type: ignore[override]
+        """The open source's rate (None while it is being reopened)."""
+        current = self._current
+        return current.rate if current is not None else None
+
     def stop(self) -> None:
         self._stop.set()
         current = self._current

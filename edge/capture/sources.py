@@ -44,6 +44,7 @@ class Source:
     online: Optional[bool] = True  # False while a live source is lost; None before it opens
     reconnects = 0
     reason = ""  # why it is offline
+    rate: Optional[float] = None  # frames a second it delivers (None: as fast as read)
 
     def frames(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -130,6 +131,7 @@ class LatestFrame(Source):
     def __init__(self, capture: _Capture, pace: bool = False, timeout: float = 0.0):
         self.uri = capture.uri
         self.capture = capture
+        self.rate = capture.fps
         self.pace = pace
         self.timeout = timeout
         self.dropped = 0

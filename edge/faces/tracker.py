@@ -39,10 +39,6 @@ class Track:
     score: float = 0.0
     since_vote: int = 0  # frames since this track's face was last encoded
 
-    def due(self, every: int) -> bool:
-        """Whether to encode this frame's face: always until decided, then every Nth frame."""
-        return self.announced is None or self.since_vote >= every
-
     def settled(self, needed: int) -> Optional[Tuple[str, float, float]]:
         """The label with at least ``needed`` votes in the window, its median distance, tau."""
         if not self.votes:

@@ -18,6 +18,7 @@ from ..core.config import Config
 from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
 from ..faces.events import FaceEvent
+from ..faces.schedule import ReencodeSchedule
 from ..faces.tracker import UNKNOWN, Track, Tracker, TrackEvent
 from ..service.sd_notify import Notifier
 from .sinks import Sink
@@ -42,6 +43,7 @@ class CaptureLoop:
         self.matcher = matcher
         self.sink = sink
         self.tracker = Tracker(config.tracker)
+        self.schedule = ReencodeSchedule(config.tracker.reembed_every)
         self.model = {"encoder": analyzer.encoder_manifest.name,
                       "fingerprint": analyzer.fingerprint}
         self.frames = 0
@@ -69,7 +71,7 @@ class CaptureLoop:
         t0 = time.perf_counter()
         detections = self.analyzer.detector.detect(frame)
         tracks = self.tracker.assign([d.box for d in detections], [d.score for d in detections])
-        due = [i for i, t in enumerate(tracks) if t.due(self.config.tracker.reembed_every)]
+        due = self.schedule.pick(tracks)
         t1 = time.perf_counter()
         faces = self.analyzer.analyze(frame, [detections[i] for i in due])
         t2 = time.perf_counter()
@@ -138,6 +140,7 @@ class CaptureLoop:
                     break
                 tick = time.monotonic()
                 self.process(frame)
+                self.schedule.pace(time.monotonic() - tick, self._budget(source))
                 if count == 1:  # models loaded and the first frame through
                     self.notifier.ready(f"processing {self.config.run.source or 'frames'}")
                 self.between_frames()
@@ -151,6 +154,12 @@ class CaptureLoop:
         log.info("%d frames in %.1fs (%.1f fps)", self.frames, elapsed,
                  self.frames / max(elapsed, 1e-9))
         return self.frames
+
+    def _budget(self, source: Source) -> Optional[float]:
+        """Seconds a frame may take: one of ``run.max_fps``, else of a live source's rate
+        (None for a clip read as fast as it is processed)."""
+        rate = self.config.run.max_fps or source.rate
+        return 1.0 / rate if rate else None
 
     def between_frames(self) -> None:
         """On the loop's own thread: WATCHDOG=1 (so a hung loop stops pinging and is

@@ -1,0 +1,131 @@
+"""Crowds: the live loop at 1280x720 with 1, 5, 10 and 20 moving faces from real photos.
+
+Faces are people of ../shared/faces/lfw-calib (one photo each, half of them enrolled), laid
+out in a grid and drifting a little every frame. Each clip runs through the real CaptureLoop
+twice: with the frame budget of a 30 fps camera (the re-encode schedule stretches while
+frames are over budget) and without one (decided tracks every ``tracker.reembed_every``
+frames, as fast as frames are processed). For each: frames per second, faces encoded per
+frame, and when the last face's first decision came (seconds from the first frame, every
+face being in it). face_recognition 1.3.0 runs on a few of the same frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from typing import Dict, Iterator, List
+
+import cv2
+import numpy as np
+
+from common import SHARED, analyzer, default_rule, have_peer, machine, parse
+
+warnings.filterwarnings("ignore")
+SIZE = (1280, 720)
+RATE = 30.0  # the camera's frames per second the budget is taken from
+
+
+def people(count: int) -> List[np.ndarray]:
+    folders = sorted(p for p in (SHARED / "lfw-calib" / "people").iterdir() if p.is_dir())
+    photos = [cv2.imread(str(min(f.iterdir()))) for f in folders[:count]]
+    return [p for p in photos if p is not None]
+
+
+def frames_with(photos: List[np.ndarray], count: int, length: int) -> List[np.ndarray]:
+    """``length`` frames with ``count`` faces in a grid, each drifting on its own path."""
+    cols = math.ceil(math.sqrt(count * SIZE[0] / SIZE[1]))
+    rows = math.ceil(count / cols)
+    cell = min(SIZE[0] // cols, SIZE[1] // rows)
+    tile = int(cell * 0.8)
+    out = []
+    for t in range(length):
+        canvas = np.full((SIZE[1], SIZE[0], 3), 60, np.uint8)
+        for k in range(count):
+            r, c = divmod(k, cols)
+            x = int(c * SIZE[0] / cols + (SIZE[0] / cols - tile) / 2 + 6 * math.sin(t / 9 + k))
+            y = int(r * SIZE[1] / rows + (SIZE[1] / rows - tile) / 2 + 4 * math.cos(t / 7 + k))
+            canvas[y:y + tile, x:x + tile] = cv2.resize(photos[k], (tile, tile),
+                                                        interpolation=cv2.INTER_AREA)
+        out.append(canvas)
+    return out
+
+
+def run_ours(frames: List[np.ndarray], gallery, a, budget: bool) -> Dict[str, float]:
+    from jetkiosk.edge.capture.sources import Source
+    from jetkiosk.edge.core.config import load_config
+    from jetkiosk.edge.faces.decisions import Matcher
+    from jetkiosk.edge.node.loop import CaptureLoop
+    from jetkiosk.edge.node.sinks import Sink
+
+    class Frames(Source):
+        uri = "memory://crowd"
+        rate = RATE if budget else None
+
+        def frames(self) -> Iterator:
+            for frame in frames:
+                yield frame, time.monotonic()
+
+    decided: Dict[int, float] = {}  # track id -> seconds from the start to its decision
+
+    class FirstDecisions(Sink):
+        def publish(self, event, crop=None) -> None:
+            if event["event"] == "new":
+                decided.setdefault(event["track_id"], time.perf_counter() - start)
+
+    loop = CaptureLoop(load_config(), a, Matcher(gallery, default_rule(a)), FirstDecisions())
+    encoded = []
+    pick = loop.schedule.pick
+    loop.schedule.pick = lambda tracks: encoded.append(len(chosen := pick(tracks))) or chosen
+    start = time.perf_counter()
+    processed = loop.run(Frames())
+    elapsed = time.perf_counter() - start
+    return {"fps": processed / elapsed, "encoded": float(np.mean(encoded)),
+            "tracks": len(decided),
+            "last_decision": max(decided.values(), default=float("nan"))}
+
+
+def run_face_recognition(frames: List[np.ndarray]) -> float:
+    import face_recognition as fr
+
+    start = time.perf_counter()
+    for frame in frames:
+        rgb = np.ascontiguousarray(frame[..., ::-1])
+        fr.face_encodings(rgb, fr.face_locations(rgb))
+    return len(frames) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    args = parse(parser, "1 and 5 faces, 12 frames each, face_recognition on 2")
+    from jetkiosk.edge.faces.gallery import Gallery
+
+    counts = (1, 5) if args.quick else (1, 5, 10, 20)
+    length = 12 if args.quick else 90
+    a = analyzer()
+    photos = people(max(counts))
+    gallery = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)
+    for i, photo in enumerate(photos[::2]):
+        found = [f.encoding for f in a.analyze(photo) if f.encoding is not None]
+        if found:
+            gallery.add(f"person {i}", found[0][None])
+    print(f"# crowds at {SIZE[0]}x{SIZE[1]}, {length} frames each, encoder "
+          f"{a.encoder_manifest.name}, {machine()}")
+    peer = have_peer("face_recognition", "face_recognition")
+    for count in counts:
+        frames = frames_with(photos, count, length)
+        for budget in (True, False):
+            r = run_ours(frames, gallery, a, budget)
+            label = f"budget 1/{RATE:g} s" if budget else "no budget"
+            print(f"{count:2d} faces, jetkiosk, {label:14s}: {r['fps']:5.1f} fps, "
+                  f"{r['encoded']:4.1f} faces encoded/frame, {r['tracks']} tracks decided, "
+                  f"the last {r['last_decision']:.2f} s after the first frame")
+        if peer:
+            sample = frames[:2 if args.quick else 6]
+            print(f"{count:2d} faces, face_recognition 1.3.0, every face every frame: "
+                  f"{run_face_recognition(sample):5.1f} fps")
+
+
+if __name__ == "__main__":
+    main()
