@@ -94,6 +94,7 @@ class KioskService:
             if self.kiosk.stop.is_set():  # a signal came while opening
                 source.stop()
             if self.faces is not None:
+                self.faces.tap.camera = source  # the node's stats and state: the camera's
                 self.faces.start()
             try:
                 frames = self.kiosk.run(source)

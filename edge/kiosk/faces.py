@@ -53,16 +53,30 @@ def face_config(config: Config) -> Config:
 
 class FrameTap(Source):
     """A source fed by another thread's ``post``: ``frames`` yields only the newest frame
-    posted since the last one it yielded; ``end`` (after the last post) or ``stop`` end it."""
+    posted since the last one it yielded; ``end`` (after the last post) or ``stop`` end it.
+    Its availability is that of ``camera``, the kiosk's own source, once given."""
 
     uri = "kiosk://frames"
 
     def __init__(self) -> None:
+        self.camera: Optional[Source] = None
         self._frame: Optional[Frame] = None
         self._ended = False
         self._stopped = False
         self._cond = threading.Condition()
         self.dropped = 0
+
+    @property
+    def online(self) -> Optional[bool]:  # type: ignore[override]
+        return True if self.camera is None else self.camera.online
+
+    @property
+    def reconnects(self) -> int:  # type: ignore[override]
+        return 0 if self.camera is None else self.camera.reconnects
+
+    @property
+    def reason(self) -> str:  # type: ignore[override]
+        return "" if self.camera is None else self.camera.reason
 
     def post(self, frame: np.ndarray) -> None:
         with self._cond:

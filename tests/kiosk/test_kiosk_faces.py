@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -119,6 +120,21 @@ def test_frame_tap_hands_over_only_the_newest_frame_and_ends_after_the_last():
     waiting.keepalive = lambda: pings.append(1)
     threading.Timer(0.7, waiting.stop).start()
     assert list(waiting.frames()) == [] and pings  # a wait is not a hang
+
+
+def test_the_face_paths_source_reports_the_kiosk_cameras_state():
+    from jetkiosk.edge.capture.sources import Source
+    from jetkiosk.edge.node.telemetry import Telemetry
+
+    tap = FrameTap()
+    assert (tap.online, tap.reconnects, tap.reason) == (True, 0, "")
+    camera = Source()
+    camera.online, camera.reconnects, camera.reason = None, 0, ""  # not opened yet
+    tap.camera = camera
+    assert tap.online is None  # so the node does not announce the camera online early
+    camera.online, camera.reconnects, camera.reason = False, 2, "no frame for 2.0 s"
+    stats = Telemetry(SimpleNamespace(source=tap), "kiosk1")._source()  # the stats' part
+    assert stats == {"online": False, "reconnects": 2, "reason": "no frame for 2.0 s"}
 
 
 def test_face_board_keeps_boxes_until_the_track_ends_with_its_latest_decision():
