@@ -55,6 +55,9 @@ class LoopCollector:
                                   value=source.reconnects if source is not None else 0)
         yield GaugeMetricFamily("jetkiosk_recognition_enabled", "1 while faces are analysed",
                                 value=float(loop.recognition.is_set()))
+        yield GaugeMetricFamily("jetkiosk_reencode_every", "Frames between two encodings of a "
+                                "decided face now (stretched while frames are over budget)",
+                                value=loop.schedule.stride)
         yield GaugeMetricFamily("jetkiosk_gallery_people", "Enrolled people",
                                 value=len(loop.matcher.names))
         yield CounterMetricFamily("jetkiosk_reloads", "Configuration reloads (SIGHUP)",

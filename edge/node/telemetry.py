@@ -33,7 +33,8 @@ class Telemetry:
                 "uptime": round(now - self.started, 1), "fps": round(fps, 2), "frames": frames,
                 "latency_ms": latency, "backend": backend.describe(),
                 "precision": backend.precision, "recognition": self.loop.recognition.is_set(),
-                "outbox": outbox, "source": self._source(), "gallery": self._gallery()}
+                "outbox": outbox, "source": self._source(), "gallery": self._gallery(),
+                "reencode_every": round(self.loop.schedule.stride, 2)}
 
     def _gallery(self) -> Dict[str, Any]:
         matcher = self.loop.matcher

@@ -101,6 +101,7 @@ def test_node_publishes_events_states_counts_crops_and_stats(node_config, analyz
     stats = [check_schema(t, p) for t, p, _ in messages if t.endswith("/stats")]
     assert stats and max(s["fps"] for s in stats) > 0 and stats[-1]["frames"] > 0
     assert set(stats[-1]["latency_ms"]) == {"detect", "embed", "match", "track+publish"}
+    assert stats[-1]["reencode_every"] == 5.0  # a clip read as fast as it goes: no budget
     crops = [p for t, p, _ in messages if t.endswith("/faces/crop")]
     assert crops and cv2.imdecode(np.frombuffer(crops[0], np.uint8), 1).shape == (128, 128, 3)
     for topic, payload, _ in messages:

@@ -200,6 +200,7 @@ def test_a_lost_rtsp_stream_is_reopened_without_a_restart_and_sighup_reloads(
         assert stats["source"]["online"] is True and stats["source"]["reconnects"] >= 1
         metrics = scrape(metrics_port)
         assert metrics["jetkiosk_source_online"] == 1.0
+        assert 5.0 <= metrics["jetkiosk_reencode_every"] <= 40.0
         assert metrics["jetkiosk_source_reconnects_total"] >= 1
         assert metrics["jetkiosk_frames_total"] >= stats["frames"]
         assert "rtsp://" in daemon.text() and "reopening in" in daemon.text()
