@@ -20,7 +20,15 @@ from typing import Dict, Iterator, List
 import cv2
 import numpy as np
 
-from common import SHARED, analyzer, default_rule, have_peer, machine, parse
+from common import (
+    SHARED,
+    analyzer,
+    default_rule,
+    face_recognition_fps,
+    have_peer,
+    machine,
+    parse,
+)
 
 warnings.filterwarnings("ignore")
 SIZE = (1280, 720)
@@ -86,16 +94,6 @@ def run_ours(frames: List[np.ndarray], gallery, a, budget: bool) -> Dict[str, fl
             "last_decision": max(decided.values(), default=float("nan"))}
 
 
-def run_face_recognition(frames: List[np.ndarray]) -> float:
-    import face_recognition as fr
-
-    start = time.perf_counter()
-    for frame in frames:
-        rgb = np.ascontiguousarray(frame[..., ::-1])
-        fr.face_encodings(rgb, fr.face_locations(rgb))
-    return len(frames) / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     args = parse(parser, "1 and 5 faces, 12 frames each, face_recognition on 2")
@@ -124,7 +122,7 @@ def main() -> None:
         if peer:
             sample = frames[:2 if args.quick else 6]
             print(f"{count:2d} faces, face_recognition 1.3.0, every face every frame: "
-                  f"{run_face_recognition(sample):5.1f} fps")
+                  f"{face_recognition_fps(sample):5.1f} fps")
 
 
 if __name__ == "__main__":

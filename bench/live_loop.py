@@ -16,7 +16,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import analyzer, collecting_sink, default_rule, have_peer, machine, parse
+from common import (
+    analyzer,
+    collecting_sink,
+    default_rule,
+    face_recognition_fps,
+    have_peer,
+    machine,
+    parse,
+)
 
 warnings.filterwarnings("ignore")
 
@@ -68,8 +76,6 @@ def run_ours(clip: Path, reembed_every: int):
 
 
 def run_face_recognition(clip: Path, limit: int = 30) -> float:
-    import face_recognition as fr
-
     cap = cv2.VideoCapture(str(clip))
     frames = []
     while True:
@@ -78,11 +84,7 @@ def run_face_recognition(clip: Path, limit: int = 30) -> float:
             break
         frames.append(frame)
     picked = frames[::max(1, len(frames) // limit)][:limit]  # over the 1-, 2- and 3-face parts
-    start = time.perf_counter()
-    for frame in picked:
-        rgb = np.ascontiguousarray(frame[..., ::-1])
-        fr.face_encodings(rgb, fr.face_locations(rgb))
-    return len(picked) / (time.perf_counter() - start)
+    return face_recognition_fps(picked)
 
 
 def main() -> None:
