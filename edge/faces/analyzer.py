@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -73,18 +73,27 @@ class FaceAnalyzer:
         """Detect (unless given), gate, align and embed every face in a BGR frame."""
         if detections is None:
             detections = self.detector.detect(frame)
-        faces = [Face(d, rejected=self.gate.check_detection(d)) for d in detections]
-        crops, kept = [], []
-        for face in faces:
-            if face.rejected is None:
-                crop = self.aligner(frame, face.detection)
-                face.rejected = self.gate.check_crop(crop)
-                if face.rejected is None:
-                    face.crop = crop
-                    crops.append(crop)
-                    kept.append(face)
-            if face.rejected is not None:
-                log.info("face at %s rejected: %s", face.detection.as_dict()["box"], face.rejected)
-        for face, encoding in zip(kept, self.encoder.encode(crops)):
+        return self.analyze_many([(frame, detections)])[0]
+
+    def analyze_many(self, shots: Sequence[Tuple[np.ndarray, List[Detection]]],
+                     ) -> List[List[Face]]:
+        """Gate and align the given faces of several BGR frames, then embed them all in one
+        call to the encoder (batches of ``encoder.max_batch``)."""
+        per_frame = [[self._aligned(frame, d) for d in detections] for frame, detections in shots]
+        kept = [(face, crop) for faces in per_frame for face in faces
+                if (crop := face.crop) is not None]
+        for (face, _), encoding in zip(kept, self.encoder.encode([c for _, c in kept])):
             face.encoding = encoding
-        return faces
+        return per_frame
+
+    def _aligned(self, frame: np.ndarray, detection: Detection) -> Face:
+        """The face with its aligned crop, or the reason the quality gate rejected it."""
+        face = Face(detection, rejected=self.gate.check_detection(detection))
+        if face.rejected is None:
+            crop = self.aligner(frame, detection)
+            face.rejected = self.gate.check_crop(crop)
+            if face.rejected is None:
+                face.crop = crop
+        if face.rejected is not None:
+            log.info("face at %s rejected: %s", detection.as_dict()["box"], face.rejected)
+        return face

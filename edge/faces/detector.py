@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -30,6 +30,10 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.max_side = max_side
         self._anchors: Dict[Tuple[int, int], np.ndarray] = {}
+        # several frames in one run: a dynamic batch axis, and not TensorRT, whose detector
+        # engines are built for one image
+        self.batches = (not isinstance(manifest.inputs[0].shape[0], int)
+                        and backend.describe().startswith("onnxruntime"))
         std = set(self.pre["std"])
         if len(std) != 1:
             raise ModelError(f"{manifest.name}: per-channel std is not supported for detectors")
@@ -71,11 +75,31 @@ class FaceDetector:
 
     def detect(self, frame: np.ndarray) -> List[Detection]:
         """Faces in one BGR uint8 frame, highest score first."""
-        blob, scale = self._prepare(frame)
+        return self.detect_many([frame])[0]
+
+    def detect_many(self, frames: Sequence[np.ndarray]) -> List[List[Detection]]:
+        """Faces in each of several frames: frames whose scaled and padded input has the same
+        shape go through the model in one batch where it takes one (ONNX Runtime; a TensorRT
+        detector engine is built for one image), the others one at a time."""
+        prepared = [self._prepare(frame) for frame in frames]
+        found: List[List[Detection]] = [[] for _ in frames]
+        groups: Dict[Tuple[int, ...], List[int]] = {}
+        for index, (blob, _) in enumerate(prepared):
+            groups.setdefault(blob.shape if self.batches else (index,), []).append(index)
         names = self.post["outputs"]
-        out = self.backend.run({self.input_name: blob})
-        loc, conf, lmk = (out[names[k]][0] for k in ("boxes", "scores", "landmarks"))
-        priors = self._priors(blob.shape[2], blob.shape[3])
+        for members in groups.values():
+            out = self.backend.run({self.input_name: np.concatenate(
+                [prepared[i][0] for i in members])})
+            loc, conf, lmk = (out[names[k]] for k in ("boxes", "scores", "landmarks"))
+            for row, i in enumerate(members):
+                blob, scale = prepared[i]
+                priors = self._priors(blob.shape[2], blob.shape[3])
+                found[i] = self._decode(loc[row], conf[row], lmk[row], priors, scale)
+        return found
+
+    def _decode(self, loc: np.ndarray, conf: np.ndarray, lmk: np.ndarray, priors: np.ndarray,
+                scale: float) -> List[Detection]:
+        """One image's raw outputs -> detections in frame pixels, after NMS."""
         if len(priors) != len(loc):
             raise ModelError(f"detector produced {len(loc)} boxes for {len(priors)} anchors")
         keep = np.where(conf[:, 1] > self.score_threshold)[0]
