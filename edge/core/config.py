@@ -153,6 +153,20 @@ class TrackerConfig:
                                  low=1)
 
 
+def tables(item: type, doc: str) -> Any:
+    """A configuration field holding a list of tables (``[[section.key]]``) of ``item``."""
+    return field(default=(), metadata={"doc": doc, "choices": (), "low": None, "high": None,
+                                       "item": item})
+
+
+@dataclass
+class CameraConfig:
+    """One camera of `jetkiosk run` (a ``[[run.cameras]]`` table)."""
+
+    name: str = setting("", "camera name in events and MQTT topics (one topic level)")
+    source: str = setting("", "its URI, as run.source")
+
+
 @dataclass
 class RunConfig:
     """The capture loop (`jetkiosk run`)."""
@@ -171,6 +185,9 @@ class RunConfig:
                                    "(seconds; 0: wait for ever)", low=0)
     retries: int = setting(0, "reopenings of a lost live source before `run` gives up and "
                            "exits 1 (0: for ever)", low=0)
+    cameras: Tuple[CameraConfig, ...] = tables(
+        CameraConfig, "several cameras in one node, instead of source and camera: one "
+        "[[run.cameras]] table each, with name and source")
 
 
 @dataclass
@@ -391,12 +408,32 @@ def _apply(target: Any, data: Dict[str, Any], prefix: str) -> None:
         if key not in fields:
             raise ConfigError(f"{path}: unknown key (known: {', '.join(sorted(fields))})")
         current = getattr(target, key)
-        if dataclasses.is_dataclass(current):
+        item = fields[key].metadata.get("item")
+        if item is not None:
+            setattr(target, key, _tables(value, item, path))
+        elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: expected a table, got {value!r}")
             _apply(current, value, f"{path}.")
         else:
             setattr(target, key, _check(_coerce(value, fields[key].type, path), fields[key], path))
+
+
+def _tables(value: Any, item: type, key: str) -> Tuple[Any, ...]:
+    """A list of tables, each applied over ``item``'s defaults; ``--set`` gives it as a TOML
+    array of inline tables (``[{name = "a", source = "..."}]``)."""
+    if isinstance(value, str):
+        try:
+            value = tomllib.loads(f"v = {value}")["v"]
+        except (tomllib.TOMLDecodeError, RecursionError):
+            raise ConfigError(f"{key}: expected an array of tables, got {_short(value)}") from None
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError(f"{key}: expected an array of tables, got {_short(value)}")
+    made = []
+    for index, table in enumerate(value):
+        made.append(item())
+        _apply(made[-1], table, f"{key}[{index}].")
+    return tuple(made)
 
 
 def _check(value: Any, spec: dataclasses.Field, key: str) -> Any:

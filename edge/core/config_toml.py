@@ -11,7 +11,13 @@ from .config import Config, settings
 
 
 def toml_value(value: Any) -> str:
-    """A scalar as TOML (JSON's string escapes are TOML's basic-string escapes)."""
+    """A value as TOML (JSON's string escapes are TOML's basic-string escapes); a list of
+    tables (``run.cameras``) as an array of inline tables."""
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(toml_value(v) for v in value)}]"
+    if dataclasses.is_dataclass(value):
+        pairs = (f"{f.name} = {toml_value(v)}" for f, v in settings(value))
+        return f"{{{', '.join(pairs)}}}"
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value) if isinstance(value, str) else repr(value)
