@@ -16,11 +16,17 @@ log = logging.getLogger(__name__)
 StateChange = Callable[[bool], None]  # online; the reason stays in ``reason``
 
 
+class GaveUp(SourceError):
+    """A live source still lost after ``run.retries`` reopenings."""
+
+
 class ReconnectingSource(Source):
     """Opens ``uri`` and yields its frames; when it cannot be opened, fails, stalls for
     ``run.frame_timeout`` or ends, reports it offline and reopens it after
     ``run.reconnect_min`` seconds, doubling up to ``run.reconnect_max``. After
-    ``run.retries`` failed reopenings in a row (0: never) it raises SourceError."""
+    ``run.retries`` failed reopenings in a row (0: never) it raises GaveUp."""
+
+    live = True
 
     def __init__(self, uri: str, settings: RunConfig,
                  on_state: StateChange = lambda online: None,
@@ -59,7 +65,7 @@ class ReconnectingSource(Source):
             if self.online is not False:
                 self._set(False, reason)
             if self.settings.retries and failures > self.settings.retries:
-                raise SourceError(f"{self.uri}: gave up after {self.settings.retries} "
+                raise GaveUp(f"{self.uri}: gave up after {self.settings.retries} "
                                   f"reopenings ({reason})")
             delay = min(self.settings.reconnect_min * 2 ** (failures - 1),
                         self.settings.reconnect_max)

@@ -45,6 +45,7 @@ class Source:
     reconnects = 0
     reason = ""  # why it is offline
     rate: Optional[float] = None  # frames a second it delivers (None: as fast as read)
+    live = False  # frames come at the source's pace, not the reader's: stale ones are dropped
 
     def frames(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -127,6 +128,8 @@ class LatestFrame(Source):
 
     With ``timeout``, no frame for that many seconds is a SourceError (a stalled stream).
     """
+
+    live = True
 
     def __init__(self, capture: _Capture, pace: bool = False, timeout: float = 0.0):
         self.uri = capture.uri

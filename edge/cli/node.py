@@ -12,14 +12,17 @@ from .session import Session
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
-    run = sub.add_parser("run", help="the capture loop: events from a camera or clip")
-    run.add_argument("--source", help="file://clip.mp4, file:///dir/, v4l2:///dev/video0, "
-                     "rtsp://..., csi://0")
+    run = sub.add_parser("run", help="the capture loop: events from cameras or clips")
+    run.add_argument("--source", action="append", metavar="[NAME=]URI",
+                     help="file://clip.mp4, file:///dir/, v4l2:///dev/video0, rtsp://..., "
+                     "csi://0; repeated: one camera each, NAME its name in events and topics "
+                     "(unnamed: run.camera for the first, cam<N> by position for the others); "
+                     "replaces run.source and [[run.cameras]]")
     run.add_argument("--sink", help="comma-separated: jsonl:- (stdout), "
                      "jsonl:/path/events.jsonl, mqtt ([mqtt] in the configuration)")
     run.add_argument("--broker", help="mqtt://[user:password@]host[:port] or mqtts://... "
                      "(mqtt.broker)")
-    common(run, {"source": ("run.source",), "sink": ("run.sink",), "broker": ("mqtt.broker",)})
+    common(run, {"sink": ("run.sink",), "broker": ("mqtt.broker",)})
 
     listen = sub.add_parser("listen", help="print what jetkiosk nodes publish over MQTT")
     listen.add_argument("--broker", help="mqtt://host:port or mqtts://... (mqtt.broker)")
@@ -32,16 +35,20 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    """The capture loop until its source ends or a signal: 0; 1 when it must be restarted
+    """The capture loop until its sources end or a signal: 0; 1 when it must be restarted
     (a live source given up, the MQTT link given up); 2 for a configuration to fix."""
+    from ..node.cameras import camera_sources, with_sources
     from ..node.daemon import serve
     from .service import check_run
 
-    if not config.run.source:
-        raise JetkioskError("run: no source (give --source URI or set run.source)")
+    config = with_sources(config, args.source)
+    if not camera_sources(config.run):
+        raise JetkioskError("run: no source (give --source [NAME=]URI, or set run.source or "
+                            "[[run.cameras]])")
     check_run(config)
     session = Session(config)
-    return serve(config, session.analyzer, session.matcher, lambda: config_from_args(args))
+    return serve(config, session.analyzer, session.matcher,
+                 lambda: with_sources(config_from_args(args), args.source))
 
 
 def cmd_listen(args: argparse.Namespace, config: Config) -> int:

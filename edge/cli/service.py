@@ -37,20 +37,18 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
 
 def check_run(config: Config) -> None:
     """What `run` refuses before it starts, checked as `run` checks it (`run` calls this
-    too): the source URI; with the mqtt sink the names that become topics (mqtt.node,
-    mqtt.prefix, run.camera, mqtt.response_prefixes, mqtt.discovery_prefix), the client id
-    and the broker settings; the metrics address."""
-    from ..capture.sources import check_uri
+    too): the cameras (``camera_sources``: names, source URIs); with the mqtt sink the names
+    that become topics (mqtt.node, mqtt.prefix, mqtt.response_prefixes,
+    mqtt.discovery_prefix), the client id and the broker settings; the metrics address."""
     from ..mqtt.client import BrokerSettings
     from ..mqtt.link import client_id
-    from ..mqtt.topics import Topics, check_level
+    from ..mqtt.topics import Topics
+    from ..node.cameras import camera_sources
     from ..node.sinks import sink_uris
 
-    if config.run.source:
-        check_uri(config.run.source, "run.source")
+    camera_sources(config.run)
     if "mqtt" in sink_uris(config.run.sink):
         topics = Topics.from_config(config.mqtt)
-        check_level(config.run.camera, "run.camera")
         client_id(config.mqtt, topics)
         BrokerSettings.from_config(config.mqtt)
     if config.metrics.listen:

@@ -127,7 +127,7 @@ class KioskService:
         """``run`` as a service (main thread): SIGTERM and SIGINT ``shutdown``, SIGHUP
         ``reload``; 0, or 1 when a live source was given up (``run.retries``) so that
         systemd restarts the kiosk."""
-        return serve_until_stopped(self.run, self.shutdown, self.reload, lambda: self.source)
+        return serve_until_stopped(self.run, self.shutdown, self.reload)
 
     def close(self) -> None:
         if self._closed:

@@ -57,6 +57,7 @@ class FrameTap(Source):
     Its availability is that of ``camera``, the kiosk's own source, once given."""
 
     uri = "kiosk://frames"
+    live = True
 
     def __init__(self) -> None:
         self.camera: Optional[Source] = None

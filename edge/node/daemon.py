@@ -10,22 +10,23 @@ file is reloaded between frames too, without a signal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 from types import FrameType, TracebackType
 from typing import Any, Callable, Dict, Iterator, Optional, Type, final
 from urllib.parse import urlsplit
 
-from ..capture.reconnect import ReconnectingSource, StateChange
+from ..capture.reconnect import GaveUp, ReconnectingSource, StateChange
 from ..capture.sources import LIVE_SCHEMES, Source, open_source
 from ..core.config import Config
-from ..core.errors import SourceError
 from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
 from ..mqtt.link import link_from_config
 from ..mqtt.outbox import Outbox
-from ..mqtt.topics import Topics
+from ..mqtt.topics import Topics, check_level
 from ..service.sd_notify import Notifier
+from .cameras import camera_sources
 from .loop import CaptureLoop
 from .metrics import LoopCollector, MetricsServer
 from .mqtt_sink import MqttSink
@@ -62,19 +63,16 @@ def open_service_source(uri: str, config: Config,
 
 
 def serve_until_stopped(run: Callable[[], object], stop: Callable[[], None],
-                        reload: Callable[[], None],
-                        source: Callable[[], Optional[Source]]) -> int:
+                        reload: Callable[[], None]) -> int:
     """``run()`` as a service: SIGTERM and SIGINT call ``stop``, SIGHUP ``reload``; the
     handlers stay in place until ``run`` has returned, its flush included, so that a second
-    signal cannot cut that short. 0, or 1 when ``source()``, a live source, was given up
-    (``run.retries``) so that systemd restarts the service."""
+    signal cannot cut that short. 0, or 1 when a live source was given up (``run.retries``,
+    ``GaveUp``) so that systemd restarts the service."""
     with signal_handlers({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}):
         try:
             run()
-        except SourceError as exc:
-            if not isinstance(source(), ReconnectingSource):
-                raise
-            log.error("%s", exc)
+        except GaveUp as exc:
+            log.error("%s; exiting with status 1 so that the service is restarted", exc)
             return 1
     return 0
 
@@ -90,8 +88,9 @@ class Runner:
     1. the outbox and the MQTT link, when ``run.sink`` names ``mqtt``;
     2. the sinks (``jsonl`` files);
     3. the metrics endpoint (``metrics.listen``);
-    4. the source (``run.source``), opened before any connection so that a bad one fails fast,
-       unless the caller hands in a source of its own (the kiosk's frames), which it closes;
+    4. the sources, one per camera (``camera_sources``: ``run.source`` or ``[[run.cameras]]``),
+       opened before any connection so that a bad one fails fast, unless the caller hands in
+       a source of its own (the kiosk's frames, camera ``run.camera``), which it closes;
     5. the gallery watch: a thread that looks at the gallery file once a second and has the
        loop reload it between frames when it has changed;
     6. retention (``retention.Retention``): a sink noting each match, and a thread that has
@@ -107,7 +106,7 @@ class Runner:
                  source: Optional[Source] = None, observer: Optional[Sink] = None,
                  notifier: Optional[Notifier] = None):
         """``load_config`` is what SIGHUP reads (default: the same settings, the gallery
-        reloaded); ``source``: frames the caller owns, instead of opening ``run.source``;
+        reloaded); ``source``: frames the caller owns, instead of opening the cameras';
         ``observer``: a sink that also gets every event (not closed here); ``notifier``:
         where the loop reports READY/WATCHDOG/STOPPING (default: systemd's, if any)."""
         self.config = config
@@ -116,6 +115,8 @@ class Runner:
             lambda: config.gallery_path,
             lambda: self.loop.call_soon(self.reloader.gallery_changed))
         matcher = load_matcher()
+        cameras = camera_sources(config.run) if source is None else \
+            [(config.run.camera, source.uri)]
         self.node: Optional[Node] = None
         self.metrics: Optional[MetricsServer] = None
         with contextlib.ExitStack() as stack:
@@ -124,8 +125,10 @@ class Runner:
             stack.callback(sink.close)
             self.retention = Retention(config)
             sink = FanoutSink([sink, self.retention] + ([observer] if observer else []))
-            self.loop = CaptureLoop(config, analyzer, matcher, sink, notifier)
+            self.loop = CaptureLoop(config, analyzer, matcher, sink, notifier,
+                                    [name for name, _ in cameras])
             if mqtt is not None:
+                check_level(config.run.camera, "run.camera")
                 self.node = Node(config, self.loop, mqtt, load_matcher)
             self.reloader = Reloader(config, load_config or (lambda: config), self.reload)
             if config.metrics.listen:
@@ -134,9 +137,8 @@ class Runner:
                     lambda: self.reloader.reloads))
                 stack.callback(self.metrics.close)
                 log.info("metrics on http://%s/metrics", config.metrics.listen)
-            self.source = source or self._open_source()
-            if source is None:
-                stack.callback(self.source.close)
+            self.sources = [source] if source else [self._open_source(stack, name, uri)
+                                                    for name, uri in cameras]
             stack.callback(self.watch.close)
             self.watch.start()
             self.retention.call_soon = self.loop.call_soon
@@ -155,10 +157,13 @@ class Runner:
         stack.callback(link.close, settings.flush_timeout)
         return MqttSink(link, topics, settings.face_crops, settings.presence_refresh)
 
-    def _open_source(self) -> Source:
-        """A live source reopens itself; its state goes to MQTT when there is a node."""
-        return open_service_source(self.config.run.source, self.config,
-                                   self.node.camera_state if self.node else None)
+    def _open_source(self, stack: contextlib.ExitStack, name: str, uri: str) -> Source:
+        """Camera ``name``'s source, closed with ``stack``; a live one reopens itself, its
+        state going to MQTT when there is a node."""
+        on_state = functools.partial(self.node.camera_state, camera=name) if self.node else None
+        source = open_service_source(uri, self.config, on_state)
+        stack.callback(source.close)
+        return source
 
     def start(self) -> Runner:
         """Connect to the broker, if there is one (see ``Node.start``)."""
@@ -167,11 +172,11 @@ class Runner:
         return self
 
     def run(self) -> int:
-        """The capture loop over the source until it ends or ``loop.shutdown``; returns the
+        """The capture loop over the cameras until they end or ``loop.shutdown``; returns the
         frames processed."""
         if self.node is None:
-            return self.loop.run(self.source)
-        return self.node.run(self.source)
+            return self.loop.run(*self.sources)
+        return self.node.run(*self.sources)
 
     def reload(self) -> Dict[str, Any]:
         """The gallery again (SIGHUP, a changed file); the loop switches at its next frame."""
@@ -194,8 +199,8 @@ class Runner:
 
 def serve(config: Config, analyzer: FaceAnalyzer, load_matcher: Callable[[], Matcher],
           load_config: Callable[[], Config]) -> int:
-    """Run until the source ends or a signal stops it: 0, or 1 when a live source was given
-    up (``run.retries``) so that systemd restarts the service."""
+    """Run until the cameras end or a signal stops it: 0, or 1 when a live camera was given
+    up (``run.retries``: the other cameras stop too) so that systemd restarts the service."""
     with Runner(config, analyzer, load_matcher, load_config) as runner:
         loop = runner.loop
 
@@ -205,5 +210,4 @@ def serve(config: Config, analyzer: FaceAnalyzer, load_matcher: Callable[[], Mat
             finally:
                 runner.close()  # under the handlers: a second signal cannot cut the flush short
 
-        return serve_until_stopped(run, loop.shutdown, lambda: loop.call_soon(runner.reloader),
-                                   lambda: runner.source)
+        return serve_until_stopped(run, loop.shutdown, lambda: loop.call_soon(runner.reloader))

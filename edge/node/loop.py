@@ -8,11 +8,12 @@ import threading
 import time
 import typing
 from collections import OrderedDict, defaultdict
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..capture.sources import Source
+from ..capture.reader import KEEPALIVE, FrameReader
+from ..capture.sources import STREAM_TIMEOUT_MS, Frame, Source
 from ..core.audit import AuditLog
 from ..core.config import Config
 from ..faces.analyzer import FaceAnalyzer
@@ -31,86 +32,121 @@ def _number(value: Optional[float]) -> Optional[float]:
     return None if value is None else float(value)
 
 
+class Camera:
+    """One camera of the loop: its name, its own tracker and re-encode schedule, what is kept
+    of its live tracks, and, while the loop runs, its source and reader."""
+
+    def __init__(self, name: str, config: Config):
+        self.name = name
+        self.tracker = Tracker(config.tracker)
+        self.schedule = ReencodeSchedule(config.tracker.reembed_every)
+        self.frames = 0
+        self.source: Optional[Source] = None
+        self.reader: Optional[FrameReader] = None
+        self.crops: Dict[int, np.ndarray] = {}  # track id -> latest aligned face
+        self.encodings: Dict[int, np.ndarray] = {}  # track id -> latest encoding
+
+
+Shot = Tuple[Camera, np.ndarray]  # a camera's newest frame in a tick
+
+
 class CaptureLoop:
-    """Runs the per-frame path over a source and publishes track events to a sink."""
+    """Runs the face path over the frames of one or more cameras and publishes their track
+    events to a sink. Each tick takes the newest frame of every camera that has a new one:
+    one detector batch, one encoder batch for every face due, then each camera's tracks."""
 
     def __init__(self, config: Config, analyzer: FaceAnalyzer, matcher: Matcher, sink: Sink,
-                 notifier: Optional[Notifier] = None):
+                 notifier: Optional[Notifier] = None, cameras: Sequence[str] = ()):
+        """``cameras``: their names, in the order ``run`` gets their sources (default: one,
+        ``run.camera``)."""
         self.config = config
         self.notifier = notifier or Notifier()  # systemd: READY=1, WATCHDOG=1 from this loop
         self.audit = AuditLog.from_config(config)  # match decisions are recorded there
         self.analyzer = analyzer
         self.matcher = matcher
         self.sink = sink
-        self.tracker = Tracker(config.tracker)
-        self.schedule = ReencodeSchedule(config.tracker.reembed_every)
+        self.cameras = [Camera(name, config) for name in cameras or [config.run.camera]]
         self.model = {"encoder": analyzer.encoder_manifest.name,
                       "fingerprint": analyzer.fingerprint}
-        self.frames = 0
-        self.stage_seconds: Dict[str, float] = defaultdict(float)
+        self.frames = 0  # of all cameras
+        self.ticks = 0
+        self.stage_seconds: Dict[str, float] = defaultdict(float)  # summed over ticks
         self.stop = threading.Event()
         self.recognition = threading.Event()  # cleared: frames are read but not analysed
         self.recognition.set()
-        self._crops: Dict[int, np.ndarray] = {}  # track id -> latest aligned face
-        self._encodings: Dict[int, np.ndarray] = {}  # track id -> latest encoding
         # event id -> the encoding it was decided on; memory only, the latest few
         self._decided: typing.OrderedDict[str, np.ndarray] = OrderedDict()
         self._decided_lock = threading.Lock()
-        self.source: Optional[Source] = None
+        self._wake = threading.Event()  # a reader has a frame, or has ended
         self._pinged = -float("inf")
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # of Callable[[], None]
-        # called after each frame with the frame and the live tracks (the kiosk's overlay)
+        # called after each frame with the frame and its camera's live tracks (kiosk overlay)
         self.observer: Optional[Callable[[np.ndarray, List[Track]], None]] = None
 
-    def process(self, frame: np.ndarray) -> None:
-        """One frame: detect -> align -> embed -> match -> track -> publish."""
+    @property
+    def schedule(self) -> ReencodeSchedule:
+        """The first camera's re-encode schedule (the only one of a kiosk or a bench)."""
+        return self.cameras[0].schedule
+
+    def process(self, shots: Sequence[Shot]) -> None:
+        """One tick: detect -> align -> embed -> match -> track -> publish."""
         if not self.recognition.is_set():
-            self._publish(self.tracker.finish())
-            self._observe(frame)
+            for camera, frame in shots:
+                self._publish(camera, camera.tracker.finish())
+                self._observe(camera, frame)
             return
         t0 = time.perf_counter()
-        detections = self.analyzer.detector.detect(frame)
-        tracks = self.tracker.assign([d.box for d in detections], [d.score for d in detections])
-        due = self.schedule.pick(tracks)
+        found = self.analyzer.detector.detect_many([frame for _, frame in shots])
+        tracks = [camera.tracker.assign([d.box for d in dets], [d.score for d in dets])
+                  for (camera, _), dets in zip(shots, found)]
+        due = [camera.schedule.pick(live) for (camera, _), live in zip(shots, tracks)]
         t1 = time.perf_counter()
-        faces = self.analyzer.analyze(frame, [detections[i] for i in due])
+        faces = self.analyzer.analyze_many([(frame, [dets[i] for i in picked]) for
+                                            (_, frame), dets, picked in zip(shots, found, due)])
         t2 = time.perf_counter()
-        encoded = [(tracks[i], f.encoding) for i, f in zip(due, faces) if f.encoding is not None]
-        self._encodings.update((track.track_id, e) for track, e in encoded)
-        if self.sink.wants_crops:
-            self._crops.update((tracks[i].track_id, f.crop) for i, f in zip(due, faces)
-                               if f.crop is not None)
-        decisions = self.matcher.identify(np.array([e for _, e in encoded]))
+        encoded = [(camera, live[i], encoding, face.crop) for (camera, _), live, picked, got
+                   in zip(shots, tracks, due, faces) for i, face in zip(picked, got)
+                   if (encoding := face.encoding) is not None]
+        for camera, track, encoding, crop in encoded:
+            camera.encodings[track.track_id] = encoding
+            if self.sink.wants_crops and crop is not None:
+                camera.crops[track.track_id] = crop
+        decisions = self.matcher.identify(np.array([e for _, _, e, _ in encoded]))
         t3 = time.perf_counter()
-        events = [self.tracker.vote(track, d.name or UNKNOWN, d.distance, d.threshold)
-                  for (track, _), d in zip(encoded, decisions)]
-        self._publish([e for e in events if e] + self.tracker.expire(tracks))
+        votes = [(camera, camera.tracker.vote(track, d.name or UNKNOWN, d.distance, d.threshold))
+                 for (camera, track, _, _), d in zip(encoded, decisions)]
+        for (camera, _), live in zip(shots, tracks):
+            self._publish(camera, [e for c, e in votes if c is camera and e]
+                          + camera.tracker.expire(live))
         t4 = time.perf_counter()
-        self._observe(frame)
-        self.frames += 1
+        for camera, frame in shots:
+            self._observe(camera, frame)
+            camera.frames += 1
+        self.frames += len(shots)
+        self.ticks += 1
         for stage, seconds in (("detect", t1 - t0), ("embed", t2 - t1), ("match", t3 - t2),
                                ("track+publish", t4 - t3)):
             self.stage_seconds[stage] += seconds
 
-    def _observe(self, frame: np.ndarray) -> None:
+    def _observe(self, camera: Camera, frame: np.ndarray) -> None:
         if self.observer is not None:
-            self.observer(frame, list(self.tracker.tracks))
+            self.observer(frame, list(camera.tracker.tracks))
 
-    def _publish(self, track_events: List[TrackEvent]) -> None:
+    def _publish(self, camera: Camera, track_events: List[TrackEvent]) -> None:
         for te in track_events:
             event = FaceEvent.from_track(
-                te, self.config.run.camera, self.model, self.config.gallery.uncertain_margin,
+                te, camera.name, self.model, self.config.gallery.uncertain_margin,
                 self.matcher.rule_for(None if te.label == UNKNOWN else te.label))
-            crop: Optional[np.ndarray] = self._crops.get(te.track.track_id)
-            self._remember(event.event_id, self._encodings.get(te.track.track_id))
+            crop: Optional[np.ndarray] = camera.crops.get(te.track.track_id)
+            self._remember(event.event_id, camera.encodings.get(te.track.track_id))
             if event.decision == "match" and event.event != "end":  # what may open a door
                 self.audit.note("match", name=event.name, camera=event.camera,
                                 event_id=event.event_id, event=event.event,
                                 distance=_number(event.distance),
                                 threshold=_number(event.threshold))
             self.sink.publish(event.as_dict(), crop)
-        live = {t.track_id for t in self.tracker.tracks}
-        for kept in (self._crops, self._encodings):  # ended tracks, announced or not
+        live = {t.track_id for t in camera.tracker.tracks}
+        for kept in (camera.crops, camera.encodings):  # ended tracks, announced or not
             for track_id in [k for k in kept if k not in live]:
                 del kept[track_id]
 
@@ -128,45 +164,85 @@ class CaptureLoop:
         with self._decided_lock:
             return self._decided.get(event_id)
 
-    def run(self, source: Source) -> int:
-        """Process frames until the source ends or ``stop`` is set; returns frames processed.
-        The source stays open: whoever opened it closes it."""
+    def run(self, *sources: Source) -> int:
+        """Process ticks until every source has ended or ``stop`` is set; one source per
+        camera, in order; returns the frames processed. Each source is read by a thread of
+        its own (``FrameReader``). A source that fails (a clip's unreadable frame, a live one
+        given up: ``GaveUp``) stops the others and its error is raised once every track has
+        ended. The sources stay open: whoever opened them closes them."""
+        if len(sources) != len(self.cameras):
+            raise ValueError(f"{len(sources)} sources for {len(self.cameras)} cameras")
         started = time.monotonic()
-        self.source = source
-        source.keepalive = self.between_frames  # a source waiting to reopen is not hung
+        readers = [FrameReader(source, self._wake, camera.name)
+                   for camera, source in zip(self.cameras, sources)]
+        for camera, source, reader in zip(self.cameras, sources, readers):
+            camera.source, camera.reader = source, reader.start()
         try:
-            for count, (frame, _) in enumerate(source.frames(), 1):
-                if self.stop.is_set():
-                    break
-                tick = time.monotonic()
-                self.process(frame)
-                self.schedule.pace(time.monotonic() - tick, self._budget(source))
-                if count == 1:  # models loaded and the first frame through
-                    self.notifier.ready(f"processing {self.config.run.source or 'frames'}")
+            while not self.stop.is_set() and not all(r.finished for r in readers):
+                self._wake.wait(KEEPALIVE)
+                self._wake.clear()
+                arrived = [(camera, reader.take()) for camera, reader in zip(self.cameras, readers)]
+                shots = [(camera, frame) for camera, frame in arrived if frame is not None]
+                if shots:
+                    self._tick(shots)
+                for camera, reader in zip(self.cameras, readers):
+                    if reader.finished:  # a clip that has ended: its tracks end now
+                        self._publish(camera, camera.tracker.finish())
+                failed = next((r.error for r in readers if r.error is not None), None)
+                if failed is not None:
+                    raise failed
                 self.between_frames()
-                if self.config.run.max_fps > 0:
-                    time.sleep(max(0.0, 1.0 / self.config.run.max_fps
-                                   - (time.monotonic() - tick)))
         finally:
-            self.notifier.stopping()
-            self._publish(self.tracker.finish())
+            self._close(readers)
         elapsed = time.monotonic() - started
         log.info("%d frames in %.1fs (%.1f fps)", self.frames, elapsed,
                  self.frames / max(elapsed, 1e-9))
         return self.frames
 
-    def _budget(self, source: Source) -> Optional[float]:
+    def _tick(self, shots: Sequence[Tuple[Camera, Frame]]) -> None:
+        """``process``, then each camera's re-encode schedule paced against its budget,
+        READY after the first tick, and ``run.max_fps`` kept."""
+        tick = time.monotonic()
+        self.process([(camera, frame) for camera, (frame, _) in shots])
+        for camera, _ in shots:
+            camera.schedule.pace(time.monotonic() - tick, self._budget(camera.source))
+        if self.ticks == 1:  # models loaded and the first frames through
+            self.notifier.ready("processing " + ", ".join(
+                f"{c.name} ({c.source.uri})" for c in self.cameras if c.source))
+        if self.config.run.max_fps > 0:
+            time.sleep(max(0.0, 1.0 / self.config.run.max_fps - (time.monotonic() - tick)))
+
+    def _close(self, readers: List[FrameReader]) -> None:
+        """Stop the readers and wait for them (a source is closed only after its reader has
+        left it), then STOPPING=1 and every track ended."""
+        for reader in readers:
+            reader.stop()
+        for reader in readers:
+            reader.join(STREAM_TIMEOUT_MS / 1000 + 1)
+        self.notifier.stopping()
+        for camera in self.cameras:
+            self._publish(camera, camera.tracker.finish())
+
+    def _budget(self, source: Optional[Source]) -> Optional[float]:
         """Seconds a frame may take: one of ``run.max_fps``, else of a live source's rate
         (None for a clip read as fast as it is processed)."""
-        rate = self.config.run.max_fps or source.rate
+        rate = self.config.run.max_fps or (source.rate if source else None)
         return 1.0 / rate if rate else None
 
+    def _readers_alive(self) -> bool:
+        """Every camera's reader has delivered a frame, waited for the loop or for its
+        source (reopening a lost camera) within the watchdog period (at least twice the
+        keepalive interval): False while one hangs inside a read."""
+        within = max(self.notifier.watchdog_seconds or 0.0, 2 * KEEPALIVE)
+        return all(c.reader is None or c.reader.alive(within) for c in self.cameras)
+
     def between_frames(self) -> None:
-        """On the loop's own thread: WATCHDOG=1 (so a hung loop stops pinging and is
-        restarted) and the work asked for with ``call_soon``."""
+        """On the loop's own thread: WATCHDOG=1 while every reader is alive (so a hung loop
+        or reader stops the pings and is restarted) and the work asked for with
+        ``call_soon``."""
         watchdog = self.notifier.watchdog_seconds
         now = time.monotonic()
-        if watchdog and now - self._pinged >= watchdog / 4:
+        if watchdog and now - self._pinged >= watchdog / 4 and self._readers_alive():
             self.notifier.watchdog()
             self._pinged = now
         while not self._requests.empty():
@@ -179,5 +255,7 @@ class CaptureLoop:
     def shutdown(self) -> None:
         """Stop at the next frame or wait (safe from signal handlers and other threads)."""
         self.stop.set()
-        if self.source is not None:
-            self.source.stop()
+        for camera in self.cameras:
+            if camera.source is not None:
+                camera.source.stop()
+        self._wake.set()

@@ -15,6 +15,7 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 
 from ..core.errors import ConfigError
 from .loop import CaptureLoop
+from .telemetry import source_state
 
 
 def listen_address(text: str) -> Tuple[str, int]:
@@ -39,8 +40,8 @@ class LoopCollector:
         backend = loop.analyzer.encoder.backend
         info = GaugeMetricFamily("jetkiosk_info", "The running models", labels=[
             "camera", "backend", "precision", "encoder"])
-        info.add_metric([loop.config.run.camera, backend.describe(), backend.precision,
-                         loop.model["encoder"]], 1)
+        info.add_metric([",".join(c.name for c in loop.cameras), backend.describe(),
+                         backend.precision, loop.model["encoder"]], 1)
         yield info
         yield CounterMetricFamily("jetkiosk_frames", "Frames analysed", value=loop.frames)
         stages = CounterMetricFamily("jetkiosk_stage_seconds", "Seconds spent per stage",
@@ -48,16 +49,9 @@ class LoopCollector:
         for stage, seconds in loop.stage_seconds.items():
             stages.add_metric([stage], seconds)
         yield stages
-        source = loop.source
-        yield GaugeMetricFamily("jetkiosk_source_online", "1 while the source delivers frames",
-                                value=float(bool(source is not None and source.online)))
-        yield CounterMetricFamily("jetkiosk_source_reconnects", "Reopenings of the source",
-                                  value=source.reconnects if source is not None else 0)
+        yield from self._cameras()
         yield GaugeMetricFamily("jetkiosk_recognition_enabled", "1 while faces are analysed",
                                 value=float(loop.recognition.is_set()))
-        yield GaugeMetricFamily("jetkiosk_reencode_every", "Frames between two encodings of a "
-                                "decided face now (stretched while frames are over budget)",
-                                value=loop.schedule.stride)
         yield GaugeMetricFamily("jetkiosk_gallery_people", "Enrolled people",
                                 value=len(loop.matcher.names))
         yield CounterMetricFamily("jetkiosk_reloads", "Configuration reloads (SIGHUP)",
@@ -68,6 +62,27 @@ class LoopCollector:
                                     value=figures["depth"])
             yield CounterMetricFamily("jetkiosk_outbox_dropped", "Events dropped, outbox full",
                                       value=figures["dropped"])
+
+
+    def _cameras(self) -> Iterator[Any]:
+        """Each camera's frames, source state and re-encode stride, labelled by its name."""
+        frames = CounterMetricFamily("jetkiosk_camera_frames", "Frames analysed per camera "
+                                     "(fps: its rate)", labels=["camera"])
+        online = GaugeMetricFamily("jetkiosk_source_online", "1 while the camera delivers "
+                                   "frames (reason: why it is offline)",
+                                   labels=["camera", "reason"])
+        reconnects = CounterMetricFamily("jetkiosk_source_reconnects",
+                                         "Reopenings of the camera", labels=["camera"])
+        stride = GaugeMetricFamily("jetkiosk_reencode_every", "Frames between two encodings of "
+                                   "a decided face now (stretched while frames are over "
+                                   "budget)", labels=["camera"])
+        for camera in self.loop.cameras:
+            state = source_state(camera.source)
+            frames.add_metric([camera.name], camera.frames)
+            online.add_metric([camera.name, state["reason"]], float(bool(state["online"])))
+            reconnects.add_metric([camera.name], state["reconnects"])
+            stride.add_metric([camera.name], camera.schedule.stride)
+        yield from (frames, online, reconnects, stride)
 
 
 class MetricsServer:

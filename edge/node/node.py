@@ -19,7 +19,6 @@ from ..mqtt.commands import CommandError, CommandRouter
 from ..mqtt.discovery import Discovery
 from ..mqtt.link import OFFLINE, ONLINE
 from ..mqtt.payloads import encode
-from ..mqtt.topics import check_level
 from .loop import RECENT_DECISIONS, CaptureLoop
 from .mqtt_sink import MqttSink
 from .telemetry import Telemetry
@@ -44,7 +43,7 @@ class Node:
         self.config = config
         self.load_matcher = load_matcher
         self.audit = AuditLog.from_config(config)
-        self.camera = check_level(config.run.camera, "run.camera")
+        self.cameras = [camera.name for camera in loop.cameras]
         self.topics = sink.topics
         self.link = sink.link
         self.mqtt_sink = sink
@@ -76,20 +75,24 @@ class Node:
                         self.link.last_error or "not connected yet")
         return self
 
-    def run(self, source: Source) -> int:
-        """The capture loop, with the camera's availability published around it."""
-        if source.online:
-            self.camera_state(True)
+    def run(self, *sources: Source) -> int:
+        """The capture loop over one source per camera, with each camera's availability
+        published around it."""
+        for name, source in zip(self.cameras, sources):
+            if source.online:
+                self.camera_state(True, name)
         try:
-            frames = self.loop.run(source)
+            frames = self.loop.run(*sources)
         finally:
-            self.camera_state(False)
+            for name in self.cameras:
+                self.camera_state(False, name)
         self.link.check()  # LinkFailed when the link gave up: `run` exits 1 (systemd restarts)
         return frames
 
-    def camera_state(self, online: bool) -> None:
-        """The source's availability, retained on ``<prefix>/<camera>/availability``."""
-        self.link.set_state(self.topics.camera_availability(self.camera),
+    def camera_state(self, online: bool, camera: Optional[str] = None) -> None:
+        """A camera's availability (default: the first, a kiosk's only one), retained on
+        ``<prefix>/<camera>/availability``."""
+        self.link.set_state(self.topics.camera_availability(camera or self.cameras[0]),
                             ONLINE if online else OFFLINE)
 
     def reload(self) -> Dict[str, Any]:
@@ -140,7 +143,7 @@ class Node:
     def _announce(self, matcher: Matcher) -> None:
         if self.discovery is not None:
             self.link.set_state(self.discovery.topic,
-                                self.discovery.message([self.camera], matcher.names))
+                                self.discovery.message(self.cameras, matcher.names))
 
     def _on_ha_status(self, message: mqtt.MQTTMessage) -> None:
         if message.payload == b"online":

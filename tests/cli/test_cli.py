@@ -80,8 +80,9 @@ def test_each_command_maps_only_its_own_flags_to_configuration_keys(tmp_path):
     # calibrate's --source is a list of folders, not the capture loop's source
     assert config("calibrate", "face-reid-0095", "--source", str(tmp_path)).run.source == ""
     assert config("enroll", "ann", "--source", "v4l2:///dev/video0").run.source == ""
+    # run's --source (repeatable, [NAME=]URI) is applied by `run` itself: node.cameras
     run = config("run", "--source", "file://a.mp4", "--broker", "mqtt://h", "--sink", "mqtt")
-    assert (run.run.source, run.mqtt.broker, run.run.sink) == ("file://a.mp4", "mqtt://h", "mqtt")
+    assert (run.run.source, run.mqtt.broker, run.run.sink) == ("", "mqtt://h", "mqtt")
     kiosk = config("kiosk", "--source", "csi://0", "--style", "mosaic", "--broker", "mqtt://h")
     assert (kiosk.kiosk.source, kiosk.kiosk.style, kiosk.kiosk.mqtt, kiosk.run.source) == (
         "csi://0", "mosaic", True, "")

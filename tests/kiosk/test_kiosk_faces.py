@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -124,7 +123,7 @@ def test_frame_tap_hands_over_only_the_newest_frame_and_ends_after_the_last():
 
 def test_the_face_paths_source_reports_the_kiosk_cameras_state():
     from jetkiosk.edge.capture.sources import Source
-    from jetkiosk.edge.node.telemetry import Telemetry
+    from jetkiosk.edge.node.telemetry import source_state
 
     tap = FrameTap()
     assert (tap.online, tap.reconnects, tap.reason) == (True, 0, "")
@@ -133,7 +132,7 @@ def test_the_face_paths_source_reports_the_kiosk_cameras_state():
     tap.camera = camera
     assert tap.online is None  # so the node does not announce the camera online early
     camera.online, camera.reconnects, camera.reason = False, 2, "no frame for 2.0 s"
-    stats = Telemetry(SimpleNamespace(source=tap), "kiosk1")._source()  # the stats' part
+    stats = source_state(tap)  # the stats' part
     assert stats == {"online": False, "reconnects": 2, "reason": "no frame for 2.0 s"}
 
 
