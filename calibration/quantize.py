@@ -15,9 +15,10 @@ Two forms, each for the runtime that executes it:
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -63,7 +64,7 @@ def _method(name: str):
     return methods[name]
 
 
-def _upgraded(model_path: Path, work: Path) -> Path:
+def upgraded(model_path: Path, work: Path) -> Path:
     """The model at opset >= 13 (per-channel QDQ needs it), shape-inferred for the quantizer."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -79,32 +80,60 @@ def _upgraded(model_path: Path, work: Path) -> Path:
     return prepared
 
 
-def quantize(model_path: Path, out_path: Path, samples: Sequence[Dict[str, np.ndarray]],
-             spec: QuantizeSpec, work: Path) -> Path:
-    """Write the QDQ model of ``spec.form`` to ``out_path``, calibrated on ``samples``."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def _quantize_static() -> Any:
+    """ONNX Runtime's quantize_static, when it can read and write per-tensor ranges."""
+    import inspect
 
+    import onnxruntime
+    from onnxruntime.quantization import quantize_static
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise ModelError(f"onnxruntime {onnxruntime.__version__} cannot quantize from stored "
+                         "per-tensor ranges; install a newer onnxruntime (pip install -U "
+                         "onnxruntime) or keep models.precision at fp32")
+    return quantize_static
+
+
+def ranges_path(work: Path) -> Path:
+    """Where ``quantize`` leaves the per-tensor ranges it calibrated (ONNX Runtime's
+    calibration cache: JSON, one [lowest, highest] per tensor)."""
+    return work / "ranges.json"
+
+
+def quantize(model_path: Path, out_path: Path, samples: Sequence[Dict[str, np.ndarray]],
+             spec: QuantizeSpec, work: Path, ranges: Optional[Path] = None) -> Path:
+    """Write the QDQ model of ``spec.form`` to ``out_path``, calibrated on ``samples`` (their
+    ranges left at ``ranges_path(work)``), or from per-tensor ``ranges`` calibrated before."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    quantize_static = _quantize_static()
     if spec.form not in FORMS:
         raise ModelError(f"quantization form {spec.form!r}: choose one of {', '.join(FORMS)}")
-    if not samples:
+    if not samples and ranges is None:
         raise ModelError("quantize: the calibration set is empty")
     shapes = {tuple(v.shape) for s in samples for v in s.values()}
     if spec.method != "minmax" and len(shapes) > 1:
         raise ModelError(f"quantize: {spec.method} calibration needs one input shape, the set has "
                          f"{len(shapes)}; record it with --frame-size or use --method minmax")
     work.mkdir(parents=True, exist_ok=True)
-    prepared = _upgraded(model_path, work)
+    cache = ranges_path(work)
+    if ranges is not None:
+        shutil.copyfile(ranges, cache)
+    else:
+        cache.unlink(missing_ok=True)
+    prepared = upgraded(model_path, work)
     common = {"quant_format": QuantFormat.QDQ, "weight_type": QuantType.QInt8,
               "per_channel": True, "calibrate_method": _method(spec.method),
-              "nodes_to_exclude": list(spec.exclude)}
+              "nodes_to_exclude": list(spec.exclude), "calibration_cache_path": str(cache)}
+    reader = None if ranges is not None else _Reader(samples)
     if spec.form == "int8":
-        quantize_static(str(prepared), str(out_path), _Reader(samples),
+        quantize_static(str(prepared), str(out_path), reader,
                         activation_type=QuantType.QInt8, op_types_to_quantize=TRT_OPS,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                        "AddQDQPairToWeight": True, "QuantizeBias": False,
                                        "DedicatedQDQPair": False}, **common)
     else:
-        quantize_static(str(prepared), str(out_path), _Reader(samples),
+        quantize_static(str(prepared), str(out_path), reader,
                         activation_type=QuantType.QUInt8,
                         extra_options={"WeightSymmetric": True}, **common)
     return out_path
