@@ -32,7 +32,8 @@ def common(parser: argparse.ArgumentParser,
     parser.add_argument("--models", help="models directory (models.dir)")
     parser.add_argument("--gallery", help="gallery file (gallery.path)")
     parser.add_argument("--backend", help="inference backend: onnxruntime | tensorrt | auto")
-    parser.add_argument("--precision", help="fp32 | fp16 (tensorrt) | int8 (models.precision)")
+    parser.add_argument("--precision",
+                        help="auto | fp32 | fp16 (tensorrt) | int8 (models.precision)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log quality rejections")
 

@@ -50,8 +50,10 @@ class ModelsConfig:
     dir: str = setting("", "ONNX models and manifests (empty: <data dir>/models)")
     backend: str = setting("auto", "inference backend; auto: TensorRT when it imports, else "
                            "ONNX Runtime", ("auto", "onnxruntime", "tensorrt"))
-    precision: str = setting("fp32", "fp16 needs TensorRT; int8 a variant made by "
-                             "`jetkiosk quantize`", ("fp32", "fp16", "int8"))
+    precision: str = setting("auto", "auto: per model, int8 where a gated variant pays (a CPU "
+                             "with VNNI/AMX, TensorRT), else fp16 under TensorRT and fp32 on "
+                             "the CPU; int8: a gated variant (`models prepare` or `quantize`); "
+                             "fp16 needs TensorRT", ("auto", "fp32", "fp16", "int8"))
     detector: str = setting("retinaface-mnet025", "face detector model name")
     encoder: str = setting("face-reid-0095", "face encoder model name (facenet-casia: the "
                            "earlier default)")

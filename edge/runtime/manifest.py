@@ -47,6 +47,8 @@ class Manifest:
     open_set: Dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
     path: Optional[Path] = field(default=None, compare=False, repr=False)
+    # How models.precision was settled for this model (``load_precision``); never saved.
+    why: str = field(default="", compare=False, repr=False)
 
     @property
     def model_path(self) -> Path:
@@ -80,6 +82,7 @@ class Manifest:
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("path")
+        data.pop("why")
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def save(self, path: Path) -> None:
@@ -147,7 +150,11 @@ def manifest_path(models_dir: Path, name: str) -> Path:
     return Path(models_dir) / f"{name}.json"
 
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+# models.precision "auto" takes an int8-cpu variant only where it was measured this much faster
+# than FP32 (at batch 8 for encoders, else batch 1; on a CPU with an int8 dot product); a
+# variant without a measurement (made with `jetkiosk quantize`) is taken on such a CPU.
+PAYS = 1.5
 
 
 def variant_path(path: Path, form: str) -> Path:
@@ -156,22 +163,78 @@ def variant_path(path: Path, form: str) -> Path:
     return path if form in ("fp32", "fp16") else path.with_name(f"{path.stem}.{form}.json")
 
 
+def _missing(variant: Path) -> str:
+    """Why there is no INT8 variant at ``variant``."""
+    report = variant.with_name(variant.stem + ".gate.json")
+    stem = variant.name.split(".")[0]
+    name = stem[len("style-"):] if stem.startswith("style-") else stem
+    return f"its int8 variant failed the accuracy gate ({report})" if report.is_file() else \
+        f"there is no int8 variant (`jetkiosk quantize {name}` makes one if it passes the gate)"
+
+
+def _chosen(manifest: Manifest, why: str) -> Manifest:
+    manifest.why = why
+    return manifest
+
+
+def _auto(path: Path, backend: str) -> Manifest:
+    """``models.precision = "auto"``: INT8 where a gated variant exists and pays, else FP16
+    under TensorRT and FP32 on ONNX Runtime."""
+    from .cpu_features import INT8_DOT_PRODUCT, int8_dot_product
+
+    if backend == "tensorrt":
+        variant = variant_path(path, "int8")
+        if variant.is_file():
+            return _chosen(load_manifest(variant), "int8: its int8 variant passed the accuracy "
+                                                   "gate")
+        return _chosen(load_manifest(path), f"fp16: {_missing(variant)}")
+    variant = variant_path(path, "int8-cpu")
+    if not variant.is_file():
+        return _chosen(load_manifest(path), f"fp32: {_missing(variant)}")
+    dot = int8_dot_product()
+    if dot is None:
+        return _chosen(load_manifest(path), "fp32: this CPU has no int8 dot product ("
+                       f"{', '.join(INT8_DOT_PRODUCT)}), without which int8 does not pay")
+    manifest = load_manifest(variant)
+    measured = manifest.source.get("speed", {})
+    batch = "batch8" if "batch8" in measured else "batch1"
+    speed = measured.get(batch)
+    if speed is not None and speed < PAYS:
+        return _chosen(load_manifest(path), f"fp32: its int8 variant was measured only "
+                       f"{speed:.2f}x as fast at {batch[:5]} {batch[5:]} on {measured['cpu']} "
+                       f"(auto needs {PAYS}x)")
+    figure = "" if speed is None else f", measured {speed:.2f}x as fast at batch {batch[5:]}"
+    return _chosen(manifest, f"int8: its int8 variant passed the accuracy gate{figure}, and "
+                             f"this CPU has {dot}")
+
+
 def load_precision(path: Path, precision: str, backend: str) -> Manifest:
     """The manifest to run ``path``'s model at ``precision`` on ``backend``: INT8 on ONNX
-    Runtime is the ``int8-cpu`` QDQ variant, on TensorRT the ``int8`` one."""
+    Runtime is the ``int8-cpu`` QDQ variant, on TensorRT the ``int8`` one; "auto" decides per
+    model. ``why`` on the result says what was chosen and why."""
     if precision not in PRECISIONS:
         raise ModelError(f"models.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "int8":
+    if precision == "auto":
+        manifest = _auto(path, backend)
+    elif precision == "int8":
         form = "int8" if backend == "tensorrt" else "int8-cpu"
         variant = variant_path(path, form)
-        if variant.is_file():
-            return load_manifest(variant)
         instead = "fp16" if backend == "tensorrt" else "fp32"
-        report = variant.with_name(variant.stem + ".gate.json")
-        name = Path(path).stem[len("style-"):] if Path(path).stem.startswith("style-") \
-            else Path(path).stem
-        why = f"it failed its accuracy gate ({report})" if report.is_file() else \
-            f"there is none (`jetkiosk quantize {name}` makes it if it passes the gate)"
-        log.warning("%s: no %s variant, %s; running %s instead", Path(path).stem, form, why,
-                    instead)
-    return load_manifest(path)
+        if variant.is_file():
+            manifest = _chosen(load_manifest(variant), "int8: as configured")
+        else:
+            manifest = _chosen(load_manifest(path), f"{instead}: {_missing(variant)}")
+            log.warning("%s: models.precision is int8 but %s; running %s instead",
+                        Path(path).stem, _missing(variant), instead)
+    else:
+        manifest = _chosen(load_manifest(path), f"{precision}: as configured")
+    log.info("%s: %s", manifest.name, manifest.why)
+    return manifest
+
+
+def engine_precision(manifest: Manifest, configured: str) -> str:
+    """The TensorRT precision for ``manifest`` (from ``load_precision``): "auto" is int8 for
+    a gated variant, else fp16."""
+    if configured != "auto":
+        return configured
+    return "int8" if "quantized_from" in manifest.source else "fp16"

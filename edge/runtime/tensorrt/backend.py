@@ -11,7 +11,7 @@ import numpy as np
 from ...core.config import Config
 from ...core.errors import ModelError
 from ..backend import Backend
-from ..manifest import Manifest
+from ..manifest import Manifest, engine_precision
 from .adapter import EngineRunner, TensorRTError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class TensorRTBackend(Backend):
 
     @property
     def precision(self) -> str:  # type: ignore[override]
-        return self.config.models.precision
+        return engine_precision(self.manifest, self.config.models.precision)
 
     def describe(self) -> str:
         return f"tensorrt ({self.engine_path.name})"

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...core.config import Config
 from ...core.errors import ModelError
-from ..manifest import Manifest, TensorSpec
+from ..manifest import Manifest, TensorSpec, engine_precision
 from .engine_cache import CachedEngine, key_for
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def ensure_engine(manifest: Manifest, config: Config, force: bool = False,
     from . import adapter as trt_adapter
 
     settings = config.models
-    precision = settings.precision
+    precision = engine_precision(manifest, settings.precision)
     implicit = precision == "int8" and "quantized_from" not in manifest.source
     if implicit and calibration is None:
         precision, implicit = "fp16", False  # no gated QDQ variant: the per-model fallback
