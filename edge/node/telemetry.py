@@ -64,10 +64,20 @@ class Telemetry:
                 "uptime": round(now - self.started, 1),
                 "fps": round(sum(c["fps"] for c in cameras.values()), 2),
                 "frames": loop.frames, "latency_ms": latency, "backend": backend.describe(),
-                "precision": backend.precision, "recognition": loop.recognition.is_set(),
+                "precision": backend.precision, "models": self._models(),
+                "recognition": loop.recognition.is_set(),
                 "outbox": outbox, "gallery": self._gallery(), "cameras": cameras,
                 "source": merged_state({n: c["source"] for n, c in cameras.items()}),
                 "reencode_every": max(c["reencode_every"] for c in cameras.values())}
+
+    def _models(self) -> Dict[str, Dict[str, str]]:
+        analyzer = self.loop.analyzer
+        models = {}
+        for role, backend in (("detector", analyzer.detector.backend),
+                              ("encoder", analyzer.encoder.backend)):
+            models[role] = {"name": backend.manifest.name, "precision": backend.precision,
+                            "why": backend.manifest.why.partition(": ")[2]}
+        return models
 
     def _gallery(self) -> Dict[str, Any]:
         matcher = self.loop.matcher

@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from jetkiosk.calibration.shipped_int8 import prepare_variants
 from jetkiosk.edge.core.errors import JetkioskError, ModelError, missing_extra
 from jetkiosk.edge.runtime.manifest import (
     Manifest,
@@ -204,7 +205,8 @@ def _up_to_date(recipe: ModelRecipe, models_dir: Path, version: str) -> Optional
 
 
 def prepare(models_dir: Path, force: bool = False, progress: Progress = print) -> List[Manifest]:
-    """Build every missing or stale model in ``models_dir``; return all manifests."""
+    """Build every missing or stale model in ``models_dir``, and the INT8 variants shipped
+    calibrations make of them; return the FP32 manifests."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     manifests = []
@@ -226,6 +228,8 @@ def prepare(models_dir: Path, force: bool = False, progress: Progress = print) -
         progress(f"{tag}: building ({reason})")
         manifests.append(_build(recipe, models_dir, version, progress))
         progress(f"{tag}: done")
+    for manifest in manifests:  # gated INT8 variants from the shipped calibrations
+        prepare_variants(manifest, progress, force)
     return manifests
 
 

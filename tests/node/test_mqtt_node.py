@@ -102,6 +102,10 @@ def test_node_publishes_events_states_counts_crops_and_stats(node_config, analyz
     assert stats and max(s["fps"] for s in stats) > 0 and stats[-1]["frames"] > 0
     assert set(stats[-1]["latency_ms"]) == {"detect", "embed", "match", "track+publish"}
     assert stats[-1]["reencode_every"] == 5.0  # a clip read as fast as it goes: no budget
+    models = stats[-1]["models"]  # what models.precision chose for each model, and why
+    assert models["encoder"]["name"] == analyzer.encoder_manifest.name
+    assert models["encoder"]["precision"] == stats[-1]["precision"]
+    assert all(m["precision"] in ("fp32", "int8") and m["why"] for m in models.values())
     crops = [p for t, p, _ in messages if t.endswith("/faces/crop")]
     assert crops and cv2.imdecode(np.frombuffer(crops[0], np.uint8), 1).shape == (128, 128, 3)
     for topic, payload, _ in messages:

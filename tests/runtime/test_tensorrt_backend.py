@@ -45,7 +45,21 @@ def fake_trt(request, monkeypatch):
 
 def trt_config(models_dir, tmp_path, *extra):
     return load_config(overrides=[f"models.dir={models_dir}", "models.backend=tensorrt",
+                                  "models.precision=fp32",
                                   f"models.engine_dir={tmp_path / 'engines'}", *extra])
+
+
+def test_auto_under_tensorrt_builds_int8_from_a_gated_variant_else_fp16(fake_trt, models_dir,
+                                                                        tmp_path):
+    trt, _, _ = fake_trt
+    analyzer = FaceAnalyzer(trt_config(models_dir, tmp_path, "models.precision=auto"))
+    # face-reid-0095 ships a TensorRT calibration that passed its gate; the detector none
+    assert analyzer.encoder.backend.precision == "int8"
+    assert analyzer.encoder_manifest.file == "face-reid-0095.int8.onnx"
+    assert analyzer.detector.backend.precision == "fp16"
+    assert "there is no int8 variant" in analyzer.detector.backend.manifest.why
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "engines").glob("*.json")]
+    assert sorted(s["key"]["precision"] for s in sidecars) == ["fp16", "int8"]
 
 
 def test_auto_picks_tensorrt_when_it_imports_and_onnxruntime_otherwise(fake_trt, monkeypatch):
