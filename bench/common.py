@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import math
 import os
 import platform
 import statistics
@@ -13,11 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Set, Tuple
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "faces"
 MODELS = ROOT / "build" / "bench-models"
+SIZE = (1280, 720)  # the crowd clips' frame size
 # Where the runtime models are built, when set (tests/test_benches.py shares one folder).
 MODELS_ENV = "JETKIOSK_BENCH_MODELS"
 
@@ -142,3 +145,29 @@ def default_rule(a):
     from jetkiosk.edge.faces.open_set import threshold_rule
 
     return threshold_rule(load_config().gallery, a.encoder_manifest)
+
+
+def lfw_faces(count: int, skip: int = 0) -> List[np.ndarray]:
+    """The first photo of ``count`` lfw-calib people (after the first ``skip``, by name)."""
+    folders = sorted(p for p in (SHARED / "lfw-calib" / "people").iterdir() if p.is_dir())
+    photos = [cv2.imread(str(min(f.iterdir()))) for f in folders[skip:skip + count]]
+    return [p for p in photos if p is not None]
+
+
+def crowd_frames(photos: List[np.ndarray], count: int, length: int) -> List[np.ndarray]:
+    """``length`` frames with ``count`` faces in a grid, each drifting on its own path."""
+    cols = math.ceil(math.sqrt(count * SIZE[0] / SIZE[1]))
+    rows = math.ceil(count / cols)
+    cell = min(SIZE[0] // cols, SIZE[1] // rows)
+    tile = int(cell * 0.8)
+    out = []
+    for t in range(length):
+        canvas = np.full((SIZE[1], SIZE[0], 3), 60, np.uint8)
+        for k in range(count):
+            r, c = divmod(k, cols)
+            x = int(c * SIZE[0] / cols + (SIZE[0] / cols - tile) / 2 + 6 * math.sin(t / 9 + k))
+            y = int(r * SIZE[1] / rows + (SIZE[1] / rows - tile) / 2 + 4 * math.cos(t / 7 + k))
+            canvas[y:y + tile, x:x + tile] = cv2.resize(photos[k], (tile, tile),
+                                                        interpolation=cv2.INTER_AREA)
+        out.append(canvas)
+    return out

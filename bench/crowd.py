@@ -6,58 +6,35 @@ twice: with the frame budget of a 30 fps camera (the re-encode schedule stretche
 frames are over budget) and without one (decided tracks every ``tracker.reembed_every``
 frames, as fast as frames are processed). For each: frames per second, faces encoded per
 frame, and when the last face's first decision came (seconds from the first frame, every
-face being in it). face_recognition 1.3.0 runs on a few of the same frames.
+face being in it). Both encoders run, face-reid-0095 (the default) and facenet-casia, each in
+FP32 and at ``models.precision = "auto"`` (INT8 where a shipped, gated variant pays on this
+CPU; each block's header says what auto chose and why). face_recognition 1.3.0 runs on a few
+of the same frames.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 import warnings
 from typing import Dict, Iterator, List
 
-import cv2
 import numpy as np
 
 from common import (
-    SHARED,
+    SIZE,
     analyzer,
+    crowd_frames,
     default_rule,
     face_recognition_fps,
     have_peer,
+    lfw_faces,
     machine,
     parse,
 )
 
 warnings.filterwarnings("ignore")
-SIZE = (1280, 720)
 RATE = 30.0  # the camera's frames per second the budget is taken from
-
-
-def people(count: int) -> List[np.ndarray]:
-    folders = sorted(p for p in (SHARED / "lfw-calib" / "people").iterdir() if p.is_dir())
-    photos = [cv2.imread(str(min(f.iterdir()))) for f in folders[:count]]
-    return [p for p in photos if p is not None]
-
-
-def frames_with(photos: List[np.ndarray], count: int, length: int) -> List[np.ndarray]:
-    """``length`` frames with ``count`` faces in a grid, each drifting on its own path."""
-    cols = math.ceil(math.sqrt(count * SIZE[0] / SIZE[1]))
-    rows = math.ceil(count / cols)
-    cell = min(SIZE[0] // cols, SIZE[1] // rows)
-    tile = int(cell * 0.8)
-    out = []
-    for t in range(length):
-        canvas = np.full((SIZE[1], SIZE[0], 3), 60, np.uint8)
-        for k in range(count):
-            r, c = divmod(k, cols)
-            x = int(c * SIZE[0] / cols + (SIZE[0] / cols - tile) / 2 + 6 * math.sin(t / 9 + k))
-            y = int(r * SIZE[1] / rows + (SIZE[1] / rows - tile) / 2 + 4 * math.cos(t / 7 + k))
-            canvas[y:y + tile, x:x + tile] = cv2.resize(photos[k], (tile, tile),
-                                                        interpolation=cv2.INTER_AREA)
-        out.append(canvas)
-    return out
 
 
 def run_ours(frames: List[np.ndarray], gallery, a, budget: bool) -> Dict[str, float]:
@@ -94,6 +71,10 @@ def run_ours(frames: List[np.ndarray], gallery, a, budget: bool) -> Dict[str, fl
             "last_decision": max(decided.values(), default=float("nan"))}
 
 
+SETUPS = [("face-reid-0095", "fp32"), ("face-reid-0095", "auto"), ("facenet-casia", "fp32"),
+          ("facenet-casia", "auto")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     args = parse(parser, "1 and 5 faces, 12 frames each, face_recognition on 2")
@@ -101,26 +82,29 @@ def main() -> None:
 
     counts = (1, 5) if args.quick else (1, 5, 10, 20)
     length = 12 if args.quick else 90
-    a = analyzer()
-    photos = people(max(counts))
-    gallery = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)
-    for i, photo in enumerate(photos[::2]):
-        found = [f.encoding for f in a.analyze(photo) if f.encoding is not None]
-        if found:
-            gallery.add(f"person {i}", found[0][None])
-    print(f"# crowds at {SIZE[0]}x{SIZE[1]}, {length} frames each, encoder "
-          f"{a.encoder_manifest.name}, {machine()}")
-    peer = have_peer("face_recognition", "face_recognition")
-    for count in counts:
-        frames = frames_with(photos, count, length)
-        for budget in (True, False):
-            r = run_ours(frames, gallery, a, budget)
-            label = f"budget 1/{RATE:g} s" if budget else "no budget"
-            print(f"{count:2d} faces, jetkiosk, {label:14s}: {r['fps']:5.1f} fps, "
-                  f"{r['encoded']:4.1f} faces encoded/frame, {r['tracks']} tracks decided, "
-                  f"the last {r['last_decision']:.2f} s after the first frame")
-        if peer:
-            sample = frames[:2 if args.quick else 6]
+    photos = lfw_faces(max(counts))
+    clips = {count: crowd_frames(photos, count, length) for count in counts}
+    print(f"# crowds at {SIZE[0]}x{SIZE[1]}, {length} frames each, {machine()}")
+    for encoder, precision in SETUPS:
+        a = analyzer(f"models.encoder={encoder}", f"models.precision={precision}")
+        print(f"## encoder {encoder} {a.encoder.backend.precision}, detector "
+              f"{a.detector.backend.precision} (models.precision {precision}; encoder "
+              f"{a.encoder_manifest.why.partition(': ')[2]})")
+        gallery = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)
+        for i, photo in enumerate(photos[::2]):
+            found = [f.encoding for f in a.analyze(photo) if f.encoding is not None]
+            if found:
+                gallery.add(f"person {i}", found[0][None])
+        for count in counts:
+            for budget in (True, False):
+                r = run_ours(clips[count], gallery, a, budget)
+                label = f"budget 1/{RATE:g} s" if budget else "no budget"
+                print(f"{count:2d} faces, jetkiosk, {label:14s}: {r['fps']:5.1f} fps, "
+                      f"{r['encoded']:4.1f} faces encoded/frame, {r['tracks']} tracks decided, "
+                      f"the last {r['last_decision']:.2f} s after the first frame")
+    if have_peer("face_recognition", "face_recognition"):
+        for count in counts:
+            sample = clips[count][:2 if args.quick else 6]
             print(f"{count:2d} faces, face_recognition 1.3.0, every face every frame: "
                   f"{face_recognition_fps(sample):5.1f} fps")
 

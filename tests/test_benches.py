@@ -66,13 +66,21 @@ class Case:
 FACE_RECOGNITION = "face_recognition"
 CASES = [
     Case("crowd.py", [
-        r"# crowds at 1280x720, 12 frames each, encoder .*",
-        *(rf"{n:2d} faces, jetkiosk, {b} +: +{NUMBER} fps, +{NUMBER} faces encoded/frame, "
-          rf"{n} tracks decided, the last {NUMBER} s after the first frame"
-          for n in (1, 5) for b in ("budget 1/30 s", "no budget"))],
+        r"# crowds at 1280x720, 12 frames each, .*",
+        *(line for setup in ("face-reid-0095 fp32", "face-reid-0095 (fp32|int8)",
+                             "facenet-casia fp32", "facenet-casia (fp32|int8)")
+          for line in [rf"## encoder {setup}, detector (fp32|int8) \(models.precision .*", *(
+              rf"{n:2d} faces, jetkiosk, {b} +: +{NUMBER} fps, +{NUMBER} faces encoded/frame, "
+              rf"{n} tracks decided, the last {NUMBER} s after the first frame"
+              for n in (1, 5) for b in ("budget 1/30 s", "no budget"))])],
         peers=[Peer(FACE_RECOGNITION, FACE_RECOGNITION, [
             rf"{n:2d} faces, face_recognition 1\.3\.0, every face every frame: +{NUMBER} fps"
             for n in (1, 5)])]),
+    Case("cameras.py", [
+        r"# two 1280x720 cameras, 3 faces each, 12 frames each, encoder .*",
+        rf"one process, two cameras : +{NUMBER} fps aggregate, 6 tracks decided",
+        rf"two processes, one each  : +{NUMBER} fps aggregate, 6 tracks decided",
+        rf"ratio \(one process / two processes\): {NUMBER}x"]),
     Case("small_faces.py", [
         r"# 20 lfw-calib faces, 1280x720 frames, .*",
         r"face width px +24 +64 +ms/frame",
@@ -108,7 +116,11 @@ CASES = [
         rf"ratio sealed / plaintext, load: {NUMBER}x"], shared=False),
     Case("int8.py", [
         r"# INT8 \(int8-cpu\) vs FP32 through ONNX Runtime on .*",
-        r"## facenet-casia: \d+ calibration samples from \d+ pictures",
+        r"# calibration: 8 lfw-calib people; gate: 8 other people",
+        (r"## face-reid-0095: \d+ calibration samples from \d+ pictures, percentile ranges, "
+         r"7 layers in float from the start"),
+        r"face-reid-0095 int8-cpu: (PASS|FAIL)",
+        r"## facenet-casia: \d+ calibration samples from \d+ pictures, minmax ranges, .*",
         r"facenet-casia int8-cpu: (PASS|FAIL)",
         r"  identification_delta +.*",
         r"retinaface-mnet025 int8-cpu: (PASS|FAIL)",
