@@ -30,9 +30,10 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.max_side = max_side
         self._anchors: Dict[Tuple[int, int], np.ndarray] = {}
-        # several frames in one run where the model takes them (ONNX Runtime's dynamic batch;
-        # a TensorRT detector engine is built for one image)
-        self.batches = backend.max_batch != 1
+        # several frames in one run: a dynamic batch axis, and not TensorRT, whose detector
+        # engines are built for one image
+        self.batches = (not isinstance(manifest.inputs[0].shape[0], int)
+                        and backend.describe().startswith("onnxruntime"))
         std = set(self.pre["std"])
         if len(std) != 1:
             raise ModelError(f"{manifest.name}: per-channel std is not supported for detectors")
@@ -78,8 +79,8 @@ class FaceDetector:
 
     def detect_many(self, frames: Sequence[np.ndarray]) -> List[List[Detection]]:
         """Faces in each of several frames: frames whose scaled and padded input has the same
-        shape go through the model in one batch where it takes one (``Backend.max_batch``;
-        a TensorRT detector engine is built for one image), the others one at a time."""
+        shape go through the model in one batch where it takes one (ONNX Runtime; a TensorRT
+        detector engine is built for one image), the others one at a time."""
         prepared = [self._prepare(frame) for frame in frames]
         found: List[List[Detection]] = [[] for _ in frames]
         groups: Dict[Tuple[int, ...], List[int]] = {}

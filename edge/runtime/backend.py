@@ -42,12 +42,6 @@ class Backend:
         return self.manifest.inputs
 
     @property
-    def max_batch(self) -> Optional[int]:
-        """How many inputs one ``run`` takes at most (None: any number, a dynamic batch)."""
-        shape = self.manifest.inputs[0].shape
-        return shape[0] if shape and isinstance(shape[0], int) else None
-
-    @property
     def outputs(self) -> List[TensorSpec]:
         return self.manifest.outputs
 

@@ -43,14 +43,6 @@ class TensorRTBackend(Backend):
     def precision(self) -> str:  # type: ignore[override]
         return engine_precision(self.manifest, self.config.models.precision)
 
-    @property
-    def max_batch(self) -> Optional[int]:
-        """The largest batch of the engine's optimisation profile (1 for a detector)."""
-        from .build import profile_shapes
-
-        shapes = profile_shapes(self.manifest, self.config).get(self.manifest.inputs[0].name)
-        return shapes[2][0] if shapes else super().max_batch
-
     def describe(self) -> str:
         return f"tensorrt ({self.engine_path.name})"
 
