@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -30,10 +30,6 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.max_side = max_side
         self._anchors: Dict[Tuple[int, int], np.ndarray] = {}
-        # several frames in one run: a dynamic batch axis, and not TensorRT, whose detector
-        # engines are built for one image
-        self.batches = (not isinstance(manifest.inputs[0].shape[0], int)
-                        and backend.describe().startswith("onnxruntime"))
         std = set(self.pre["std"])
         if len(std) != 1:
             raise ModelError(f"{manifest.name}: per-channel std is not supported for detectors")
@@ -74,28 +70,14 @@ class FaceDetector:
         return self._anchors[key]
 
     def detect(self, frame: np.ndarray) -> List[Detection]:
-        """Faces in one BGR uint8 frame, highest score first."""
-        return self.detect_many([frame])[0]
-
-    def detect_many(self, frames: Sequence[np.ndarray]) -> List[List[Detection]]:
-        """Faces in each of several frames: frames whose scaled and padded input has the same
-        shape go through the model in one batch where it takes one (ONNX Runtime; a TensorRT
-        detector engine is built for one image), the others one at a time."""
-        prepared = [self._prepare(frame) for frame in frames]
-        found: List[List[Detection]] = [[] for _ in frames]
-        groups: Dict[Tuple[int, ...], List[int]] = {}
-        for index, (blob, _) in enumerate(prepared):
-            groups.setdefault(blob.shape if self.batches else (index,), []).append(index)
-        names = self.post["outputs"]
-        for members in groups.values():
-            out = self.backend.run({self.input_name: np.concatenate(
-                [prepared[i][0] for i in members])})
-            loc, conf, lmk = (out[names[k]] for k in ("boxes", "scores", "landmarks"))
-            for row, i in enumerate(members):
-                blob, scale = prepared[i]
-                priors = self._priors(blob.shape[2], blob.shape[3])
-                found[i] = self._decode(loc[row], conf[row], lmk[row], priors, scale)
-        return found
+        """Faces in one BGR uint8 frame, highest score first. One frame per run, also with
+        several cameras: on the CPU two 640x360 frames in one batch ran 0.8x as fast as one
+        after the other (bench/cameras.py), and TensorRT detector engines take one image."""
+        blob, scale = self._prepare(frame)
+        out = self.backend.run({self.input_name: blob})
+        loc, conf, lmk = (out[self.post["outputs"][k]][0] for k in ("boxes", "scores",
+                                                                     "landmarks"))
+        return self._decode(loc, conf, lmk, self._priors(blob.shape[2], blob.shape[3]), scale)
 
     def _decode(self, loc: np.ndarray, conf: np.ndarray, lmk: np.ndarray, priors: np.ndarray,
                 scale: float) -> List[Detection]:

@@ -53,7 +53,8 @@ Shot = Tuple[Camera, np.ndarray]  # a camera's newest frame in a tick
 class CaptureLoop:
     """Runs the face path over the frames of one or more cameras and publishes their track
     events to a sink. Each tick takes the newest frame of every camera that has a new one:
-    one detector batch, one encoder batch for every face due, then each camera's tracks."""
+    each frame through the detector, one encoder batch for every face due, then each
+    camera's tracks."""
 
     def __init__(self, config: Config, analyzer: FaceAnalyzer, matcher: Matcher, sink: Sink,
                  notifier: Optional[Notifier] = None, cameras: Sequence[str] = ()):
@@ -96,7 +97,7 @@ class CaptureLoop:
                 self._observe(camera, frame)
             return
         t0 = time.perf_counter()
-        found = self.analyzer.detector.detect_many([frame for _, frame in shots])
+        found = [self.analyzer.detector.detect(frame) for _, frame in shots]
         tracks = [camera.tracker.assign([d.box for d in dets], [d.score for d in dets])
                   for (camera, _), dets in zip(shots, found)]
         due = [camera.schedule.pick(live) for (camera, _), live in zip(shots, tracks)]
