@@ -31,6 +31,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.Argu
     quantize.add_argument("--method", choices=["minmax", "entropy", "percentile"],
                           default="minmax", help="activation ranges (entropy and percentile "
                           "need a set of one input shape: --frame-size)")
+    quantize.add_argument("--keep-float", action="append", default=[], metavar="LAYER",
+                          help="an ONNX node to keep in float from the first attempt "
+                               "(repeatable; the gate adds more while over budget)")
     quantize.add_argument("--heldout", type=Path, action="append", required=True,
                           help="held-out data: pictures (detector, styles) or one subfolder "
                                "per identity (encoder); repeatable")
@@ -122,6 +125,7 @@ def cmd_quantize(args: argparse.Namespace, config: Config) -> int:
     failed = 0
     for form in forms:
         result = make_int8(manifest, form, data.samples, compare, summary, args.method,
+                           exclude=args.keep_float,
                            progress=lambda text: print(text, file=sys.stderr, flush=True))
         print(result.report())
         failed += not result.passed

@@ -218,3 +218,20 @@ def test_the_encoder_gate_lets_decisions_change_only_at_the_edge_of_a_boundary()
     assert accuracy_gate.judge("face-encoder", {**metrics, "cosine_mean": 1.0,
                                                 "cosine_min": 1.0}) == [
         "clear_decisions_changed 1.0000 > 0.0", "wrong_names_added 1.0000 > 0.0"]
+
+
+def test_quantize_command_keeps_the_layers_asked_for_in_float(tmp_path, photos):
+    from jetkiosk.calibration.accuracy_gate import ranges_file
+    from jetkiosk.calibration.quantize import producers
+    from jetkiosk.edge.cli.main import main
+
+    (tmp_path / "probe").mkdir()
+    first = next(iter(producers(style_manifest(tmp_path / "probe").model_path).values()))
+    models = tmp_path / "models"
+    assert main(["quantize", "mosaic", "--source", str(photos), "--count", "5",
+                 "--heldout", str(photos), "--form", "int8-cpu", "--keep-float", first,
+                 "--models", str(models), "--set", "kiosk.width=160"]) == 0
+    variant = load_manifest(models / "style-mosaic.int8-cpu.json")
+    assert variant.source["gate"]["excluded"][:1] == [first]
+    ranges = json.loads(ranges_file(models / "style-mosaic.int8-cpu.json").read_text())
+    assert ranges["data"] and ranges["calibration_method"]
