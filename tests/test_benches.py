@@ -135,6 +135,12 @@ CASES = [
          r"after .*"),
         rf"with the face path, faces_fps 6: display +{NUMBER} fps .*"],
         shared=False),
+    Case("liveness.py", [
+        r"# passive liveness \(minifasnet-v2 \+ minifasnet-v1se, fp32\) against encoder .*",
+        *(rf"{name} \({label}\): 1 face\(s\), live score {NUMBER}" for name, label in (
+            ("image_T1", "live"), ("image_F1", "spoof"), ("image_F2", "spoof"))),
+        *(rf"{n} faces/frame: liveness {NUMBER} ms/face, encoder {NUMBER} ms/face, "
+          rf"liveness/encoder {NUMBER}%" for n in (1, 5))]),
     Case("live_loop.py", [
         r"# 12 frames 1280x720, 1-3 faces, .*",
         rf"jetkiosk, re-encode decided tracks every 5 frame\(s\): +{NUMBER} fps \(detect .*",
