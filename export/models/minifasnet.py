@@ -14,9 +14,7 @@ Usage: ``python -m jetkiosk.export.models.minifasnet SRC_DIR OUT_DIR``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -161,24 +159,20 @@ def export_onnx(model: MiniFASNet, path: Path) -> None:
 
 
 def convert(src_dir: Path, out_dir: Path) -> Dict[str, Path]:
-    """Convert both releases in ``src_dir`` to ``out_dir/<name>.onnx`` (each written
-    atomically); returns {name: path}."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Convert both releases in ``src_dir`` to ``out_dir/<name>.onnx`` (each written to a
+    temporary name first, so a failed export leaves no half-written model); {name: path}."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     written: Dict[str, Path] = {}
     for source in SOURCES:
         model = load_minifasnet(Path(src_dir) / source.file)
-        out = out_dir / f"{source.name}.onnx"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".onnx.tmp")
-        os.close(fd)
+        out = Path(out_dir) / f"{source.name}.onnx"
+        partial = out.with_name(out.name + ".partial")
         try:
             with torch.no_grad():
-                export_onnx(model, Path(tmp))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
+                export_onnx(model, partial)
+            partial.replace(out)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            partial.unlink(missing_ok=True)
         written[source.name] = out
     return written
 
@@ -187,17 +181,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``SRC_DIR OUT_DIR``: convert both models, print what was written; 1 on a ModelError."""
     parser = argparse.ArgumentParser(prog="python -m jetkiosk.export.models.minifasnet",
                                      description="MiniFASNet anti-spoofing .pth -> ONNX")
-    parser.add_argument("src_dir", type=Path, metavar="SRC_DIR")
-    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    for arg in ("SRC_DIR", "OUT_DIR"):
+        parser.add_argument(arg.lower(), type=Path, metavar=arg)
     args = parser.parse_args(argv)
     try:
-        written = convert(args.src_dir, args.out_dir)
+        for name, path in convert(args.src_dir, args.out_dir).items():
+            print(f"wrote {path} ({name}, converter version {CONVERTER_VERSION}, "
+                  f"sha256 {sha256_file(path)})")
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for name, path in written.items():
-        print(f"wrote {path} ({name}, converter version {CONVERTER_VERSION}, "
-              f"sha256 {sha256_file(path)})")
     return 0
 
 
