@@ -52,6 +52,7 @@ def liveness_crop(frame: np.ndarray, box: np.ndarray, scale: float, size: Tuple[
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of N x classes logits."""
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
 
@@ -101,5 +102,6 @@ class LivenessCheck:
         return (live / len(self.backends)).tolist()
 
     def close(self) -> None:
+        """Release every model."""
         for backend in self.backends:
             backend.close()
