@@ -1,6 +1,7 @@
 """Several cameras in one node: `run` with repeated --source and with [[run.cameras]], real
 clips through the real models and a real Mosquitto; one detector run per frame and one
-encoder call per tick across cameras; configuration errors naming the key; the watchdog over every reader."""
+encoder call per tick across cameras; configuration errors naming the key; the watchdog over
+every reader."""
 
 from __future__ import annotations
 

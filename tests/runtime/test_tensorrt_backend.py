@@ -51,9 +51,8 @@ def trt_config(models_dir, tmp_path, *extra):
 
 def test_auto_under_tensorrt_builds_int8_from_a_gated_variant_else_fp16(fake_trt, models_dir,
                                                                         tmp_path):
-    trt, _, _ = fake_trt
     analyzer = FaceAnalyzer(trt_config(models_dir, tmp_path, "models.precision=auto"))
-    # face-reid-0095 ships a TensorRT calibration that passed its gate; the detector none
+    # face-reid-0095 ships a gated TensorRT calibration; the detector has none
     assert analyzer.encoder.backend.precision == "int8"
     assert analyzer.encoder_manifest.file == "face-reid-0095.int8.onnx"
     assert analyzer.detector.backend.precision == "fp16"
