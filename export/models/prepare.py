@@ -57,7 +57,7 @@ FACE_REID_PREPROCESS: Dict[str, Any] = {
 }
 # Converted encoders and their score calibrations ship with jetkiosk, as do the liveness models.
 BUNDLED = Path(__file__).resolve().parents[2] / "edge" / "faces" / "encoders"
-LIVENESS = BUNDLED.parent / "liveness"
+LIVENESS = BUNDLED.parent / "antispoof"
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _liveness_recipe(source: minifasnet_sources.Source) -> ModelRecipe:
         name=source.name, task="face-liveness", package="jetkiosk", version="0.1.0",
         license="Apache-2.0",
         upstream=f"minivision-ai/Silent-Face-Anti-Spoofing {source.file} (b6d5f04a); licence "
-                 "and notice of changes in jetkiosk/edge/faces/liveness/",
+                 "and notice of changes in jetkiosk/edge/faces/antispoof/",
         build=build,
         # Upstream's test.py: the box scaled about its centre, clipped to the frame, resized;
         # BGR float 0-255 (its ToTensor does not divide by 255).

@@ -21,7 +21,7 @@ from jetkiosk.export.models.minifasnet import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "edge" / "faces" / "liveness"
+SHIPPED = ROOT / "edge" / "faces" / "antispoof"
 SAMPLES = ("image_T1", "image_F1", "image_F2")
 
 

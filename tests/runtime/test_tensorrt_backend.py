@@ -235,3 +235,13 @@ def test_parser_errors_are_reported(fake_trt, tmp_path):
     with pytest.raises(adapter.TensorRTError, match="ONNX parser refused it"):
         adapter.build_engine(bad, adapter.BuildSpec())
     assert cuda.current_context() is None
+
+
+def test_liveness_engines_take_all_of_a_frames_faces_in_one_run(models_dir):
+    from jetkiosk.edge.runtime.manifest import load_manifest
+    from jetkiosk.edge.runtime.tensorrt.build import profile_shapes
+
+    for name in ("minifasnet-v2", "minifasnet-v1se"):
+        manifest = load_manifest(models_dir / f"{name}.json")
+        (shapes,) = profile_shapes(manifest, load_config()).values()
+        assert [s[0] for s in shapes] == [1, 4, 16] and shapes[2][1:] == (3, 80, 80)

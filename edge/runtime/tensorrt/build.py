@@ -27,6 +27,10 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+# models that take all of a frame's faces in one run (an encoder, a liveness check)
+BATCHED = ("face-encoder", "face-liveness")
+
+
 def profile_shapes(manifest: Manifest, config: Config) -> Dict[str, Tuple[Shape, Shape, Shape]]:
     """min/opt/max per input with a dynamic axis: the batch axis up to ``encoder.max_batch``;
     image sides from 32 px up to what the runtime feeds (detector ``max_side``, kiosk size)."""
@@ -51,7 +55,7 @@ def profile_shapes(manifest: Manifest, config: Config) -> Dict[str, Tuple[Shape,
             if isinstance(dim, int):
                 triple = (dim, dim, dim)
             elif axis == 0:
-                batch = config.encoder.max_batch if manifest.task == "face-encoder" else 1
+                batch = config.encoder.max_batch if manifest.task in BATCHED else 1
                 triple = (1, min(4, batch), batch)
             else:
                 spatial = axis - (len(spec.shape) - 2)
