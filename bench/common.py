@@ -86,18 +86,16 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx")
 
 def cpu() -> Tuple[str, List[str]]:
     """The CPU model and its flags, from /proc/cpuinfo."""
-    model, flags = platform.processor() or "unknown", []
+    from jetkiosk.edge.runtime.cpu_features import cpu_flags
+
+    model = platform.processor() or "unknown"
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return model, flags
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            model = value.strip()
-        elif key.strip() == "flags":
-            return model, value.split()
-    return model, flags
+        lines = []
+    model = next((value.strip() for key, _, value in (line.partition(":") for line in lines)
+                  if key.strip() == "model name"), model)
+    return model, sorted(cpu_flags())
 
 
 def speed_flags(flags: List[str]) -> Dict[str, bool]:

@@ -89,7 +89,7 @@ def main() -> None:
         a = analyzer(f"models.encoder={encoder}", f"models.precision={precision}")
         print(f"## encoder {encoder} {a.encoder.backend.precision}, detector "
               f"{a.detector.backend.precision} (models.precision {precision}; encoder "
-              f"{a.encoder_manifest.why.partition(': ')[2]})")
+              f"{a.encoder_manifest.reason})")
         gallery = Gallery(a.encoder_manifest.name, a.fingerprint, a.encoder.dim)
         for i, photo in enumerate(photos[::2]):
             found = [f.encoding for f in a.analyze(photo) if f.encoding is not None]

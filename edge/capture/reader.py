@@ -24,7 +24,6 @@ class FrameReader:
         self.source = source
         self.wake = wake
         self.error: Optional[Exception] = None  # what ended the source, if not its end
-        self.dropped = 0
         self.beat = time.monotonic()  # the reader's last sign of life
         self._frame: Optional[Frame] = None
         self._done = False
@@ -50,9 +49,7 @@ class FrameReader:
                         self._keepalive()
                     if self._stop.is_set():
                         return
-                    if self._frame is not None:
-                        self.dropped += 1
-                    self._frame = frame
+                    self._frame = frame  # a live source's frame not taken yet is dropped
                     self._keepalive()
                 self.wake.set()
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised on its thread

@@ -44,10 +44,10 @@ def _list(args: argparse.Namespace, config: Config) -> int:
     chosen += [load_precision(catalog.paths[name], config.models.precision, backend)
                for name in catalog.names]
     for manifest in chosen:
-        precision, _, why = manifest.why.partition(": ")
         emit(args, {"model": manifest.name, "task": manifest.task, "backend": backend,
-                    "precision": precision, "file": manifest.file, "why": why},
-             f"{manifest.name:22s} {manifest.task:15s} {backend} {precision:5s} {why}")
+                    "precision": manifest.chosen, "file": manifest.file, "why": manifest.reason},
+             f"{manifest.name:22s} {manifest.task:15s} {backend} {manifest.chosen:5s} "
+             f"{manifest.reason}")
     return 0
 
 

@@ -76,7 +76,7 @@ class Telemetry:
         for role, backend in (("detector", analyzer.detector.backend),
                               ("encoder", analyzer.encoder.backend)):
             models[role] = {"name": backend.manifest.name, "precision": backend.precision,
-                            "why": backend.manifest.why.partition(": ")[2]}
+                            "why": backend.manifest.reason}
         return models
 
     def _gallery(self) -> Dict[str, Any]:

@@ -79,6 +79,16 @@ class Manifest:
         blob = json.dumps({"sha256": sha, "preprocess": self.preprocess}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    @property
+    def chosen(self) -> str:
+        """The precision ``load_precision`` chose (``why`` up to its colon)."""
+        return self.why.partition(": ")[0]
+
+    @property
+    def reason(self) -> str:
+        """Why ``load_precision`` chose it (``why`` after the colon)."""
+        return self.why.partition(": ")[2]
+
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("path")
