@@ -307,6 +307,39 @@ class KioskConfig:
 
 
 @dataclass
+class LivenessConfig:
+    """Is a face a live person or a photo or screen of one? Three layers: the passive check
+    on each encoded face, the geometry of a track's landmarks, and a turn challenge."""
+
+    mode: str = setting("report", "off: no checks; report: every event says what the checks "
+                        "found, decisions unchanged; require: a match needs a live decision, "
+                        "else the decision is spoof or not_verified_live, and a missing or "
+                        "corrupt liveness model is a startup error", ("off", "report", "require"))
+    threshold: float = setting(0.5, "passive live score at or above which a face looks live",
+                               low=0, high=1)
+    frames: int = setting(3, "passive scores a track needs before it can be live", low=1)
+    max_flips: int = setting(1, "times a track's passive verdict may cross the threshold "
+                             "(in its last liveness.window scores) and still be live", low=0)
+    window: int = setting(30, "frames of a track kept for the passive scores and the "
+                          "landmark geometry", low=2, high=1000)
+    parallax: float = setting(0.08, "geometry: the nose's offset from where the plane of the "
+                              "eyes and mouth corners puts it, in eye distances, above which "
+                              "the face moved as a 3-D head", low=0, high=1)
+    motion: float = setting(0.05, "geometry: how far the eyes and mouth corners moved as a "
+                            "turned plane (their departure from a similarity transform, in eye "
+                            "distances) before a face with no parallax counts as planar",
+                            low=0, high=1)
+    challenge: str = setting("none", "turn: a kiosk greets a match only after the head turns "
+                             "to a random side, as the screen asks, and moves as a 3-D head",
+                             ("none", "turn"))
+    challenge_turn: float = setting(0.15, "turn challenge: the yaw asked for, as the nose's "
+                                    "offset from between the eyes over the eye distance",
+                                    low=0.05, high=0.6)
+    challenge_seconds: float = setting(6.0, "turn challenge: seconds to turn before the "
+                                       "decision is not_verified_live", low=1, high=120)
+
+
+@dataclass
 class LogConfig:
     """Logging on stderr (the journal under systemd)."""
 
@@ -337,6 +370,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     kiosk: KioskConfig = field(default_factory=KioskConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
