@@ -29,8 +29,9 @@ from .errors import ImageError
 MIN_SIDE = 32
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
 TIGHT_CROP_SIDE = 160  # photos smaller than this are tight face crops (ORL): see load_photo
-# 8-bit BGR always (3 bytes a pixel, whatever the file holds), pixels as stored (no EXIF turn)
-DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+# 8-bit BGR always (3 bytes a pixel, whatever the file holds), turned upright as the EXIF
+# orientation of a phone's or camera's photo says
+DECODE_FLAGS = cv2.IMREAD_COLOR
 INT_MAX = 2 ** 31 - 1
 CHUNK = 1 << 20
 FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),

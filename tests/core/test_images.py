@@ -376,3 +376,16 @@ def test_any_file_is_a_bgr_image_or_an_image_error(tmp_path, data):
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     _, width, height = image_size(content)
     assert image.shape[:2] == (height, width)  # the header read as the decoder reads it
+
+
+def test_a_phone_photo_is_turned_upright_as_its_exif_orientation_says(tmp_path):
+    from PIL import Image
+
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :10] = 255  # a white band on the left, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: show it turned 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    image = load_image(tmp_path / "phone.jpg")
+    assert image.shape == (60, 40, 3)
+    assert image[:10].mean() > 200 and image[-10:].mean() < 50  # the band is now on top
