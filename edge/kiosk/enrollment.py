@@ -31,8 +31,8 @@ import numpy as np
 from ..core.config import KioskConfig
 from ..core.errors import GalleryError, JetkioskError
 from ..faces.analyzer import Face
-from ..faces.detection import Detection
 from ..faces.gallery import clean_name
+from ..faces.planarity import yaw
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,6 @@ UNDER_WAY = (CONSENT, CAPTURE, SAVING)
 
 class EnrollmentError(JetkioskError):
     """An enrollment request that cannot be taken (busy, a bad or taken name)."""
-
-
-def yaw(detection: Detection) -> float:
-    """How far the head is turned: the nose's horizontal offset from between the eyes over
-    the eye distance (0 straight ahead; positive: the nose towards the image's right)."""
-    (lx, ly), (rx, ry), (nx, _ny) = detection.landmarks[:3]
-    eyes = math.hypot(rx - lx, ry - ly)
-    return (nx - (lx + rx) / 2) / max(eyes, 1e-6)
 
 
 def poses(shots: int, turn: float) -> List[float]:
@@ -205,7 +197,7 @@ class WalkUpEnrollment:
             session = self._session
             if session is None or session.state != CAPTURE:
                 return
-            slot = self._slot(session, yaw(face.detection))
+            slot = self._slot(session, yaw(face.detection.landmarks))
             if slot is None:
                 return
             session.shots[slot] = encoding
@@ -213,7 +205,7 @@ class WalkUpEnrollment:
             if done:  # from here on a cancel or the timeout no longer applies
                 session.state = SAVING
             log.info("enrollment of %r: shot %d of %d (yaw %.2f)", session.name,
-                     len(session.shots), len(session.targets), yaw(face.detection))
+                     len(session.shots), len(session.targets), yaw(face.detection.landmarks))
         if done:
             self._finish(session)
         else:
