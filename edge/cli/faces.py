@@ -9,7 +9,7 @@ from typing import Callable, Dict
 from ..core.audit import AuditLog
 from ..core.config import Config
 from .common import Common, emit
-from .session import Session, subject_encoding
+from .session import Session, subject_face
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
@@ -28,34 +28,45 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, config: Config) -> int:
+    from ..faces.live_decision import gated, photo_verdict
+
     session = Session(config)
     matcher = session.matcher()
-    decision = matcher.verify(subject_encoding(session, args.photo), args.claimed)
-    record = {"photo": str(args.photo), "claimed": args.claimed, **decision.as_dict()}
+    face = subject_face(session, args.photo, live=True)
+    decision = matcher.verify(face.encoding, args.claimed)
+    live = photo_verdict(config.liveness, face.live)
+    verdict = gated(config.liveness, "match" if decision.matched else "no_match", live)
+    record = {"photo": str(args.photo), "claimed": args.claimed, **decision.as_dict(),
+              "match": verdict == "match", "decision": verdict, "live": live.as_dict()}
     AuditLog.from_config(config).note(
-        "verify", claimed=args.claimed, match=decision.matched,
+        "verify", claimed=args.claimed, match=verdict == "match",
         distance=round(float(decision.distance), 4), threshold=round(float(decision.threshold), 4),
-        method=decision.method)
-    verdict = "MATCH" if decision.matched else "NO MATCH"
-    emit(args, record, f"{verdict}: {args.photo} as {args.claimed} "
-                        f"(distance {decision.distance:.3f}, threshold {decision.threshold})")
-    return 0 if decision.matched else 1
+        method=decision.method, live=live.decision)
+    text = {"match": "MATCH", "no_match": "NO MATCH"}.get(verdict, verdict.upper())
+    emit(args, record, f"{text}: {args.photo} as {args.claimed} "
+                       f"(distance {decision.distance:.3f}, threshold {decision.threshold}; "
+                       f"liveness {live.decision or 'off'}: {live.reason})")
+    return 0 if verdict == "match" else 1
 
 
 def cmd_identify(args: argparse.Namespace, config: Config) -> int:
     import numpy as np
 
+    from ..faces.live_decision import photo_verdict
+
     session = Session(config)
     matcher = session.matcher()
     for photo in args.photos:
-        faces = session.faces(photo)
+        faces = session.faces(photo, live=True)
         kept = [f for f in faces if f.encoding is not None]
         decisions = matcher.identify(np.array([f.encoding for f in kept]))
         for face, decision in zip(kept, decisions):
-            record = {"photo": str(photo), **face.detection.as_dict(), **decision.as_dict()}
+            live = photo_verdict(config.liveness, face.live)
+            record = {"photo": str(photo), **face.detection.as_dict(), **decision.as_dict(),
+                      "live": live.as_dict()}
             emit(args, record, f"{photo}: {decision.name or 'unknown'} "
-                                f"(distance {decision.distance:.3f}, nearest {decision.candidate})"
-                                f" box {record['box']}")
+                                f"(distance {decision.distance:.3f}, nearest {decision.candidate};"
+                                f" liveness {live.decision or 'off'}) box {record['box']}")
         for face in faces:
             if face.rejected:
                 record = {"photo": str(photo), **face.detection.as_dict(), "name": None,

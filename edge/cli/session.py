@@ -34,15 +34,16 @@ class Session:
 
         return Matcher(self.gallery(), self.threshold_rule())
 
-    def faces(self, photo: Path):
+    def faces(self, photo: Path, live: bool = False):
         from ..core.images import load_image
 
-        return self.analyzer.analyze(load_image(photo, limits=self.config.images))
+        return self.analyzer.analyze(load_image(photo, limits=self.config.images), live=live)
 
 
-def subject_encoding(session: Session, photo: Path):
-    """The encoding of the photo's subject: its only face, or one much larger than any other
-    and near the centre (``edge/subject.py``); an ImageError says why there is none."""
+def subject_face(session: Session, photo: Path, live: bool = False):
+    """The photo's subject, embedded: its only face, or one much larger than any other and
+    near the centre (``faces/subject.py``); ``live``: with its passive live score. An
+    ImageError says why there is none."""
     from ..core.images import load_image
     from ..faces.subject import subject
 
@@ -54,7 +55,12 @@ def subject_encoding(session: Session, photo: Path):
     if chosen is None:
         raise ImageError(f"{photo}: {len(detections)} faces found and none is clearly the "
                          "subject; use a photo with only this person")
-    face = session.analyzer.analyze(image, [detections[chosen]])[0]
+    face = session.analyzer.analyze(image, [detections[chosen]], live)[0]
     if face.encoding is None:
         raise ImageError(f"{photo}: face rejected ({face.rejected})")
-    return face.encoding
+    return face
+
+
+def subject_encoding(session: Session, photo: Path):
+    """The encoding of the photo's subject (``subject_face``)."""
+    return subject_face(session, photo).encoding

@@ -318,6 +318,9 @@ class LivenessConfig:
     threshold: float = setting(0.5, "passive live score at or above which a face looks live",
                                low=0, high=1)
     frames: int = setting(3, "passive scores a track needs before it can be live", low=1)
+    rescore_every: int = setting(3, "once a track has liveness.frames passive scores, only "
+                                 "every Nth of its encoded faces is scored (1: every one)",
+                                 low=1)
     max_flips: int = setting(1, "times a track's passive verdict may cross the threshold "
                              "(in its last liveness.window scores) and still be live", low=0)
     window: int = setting(30, "frames of a track kept for the passive scores and the "

@@ -15,7 +15,6 @@ import numpy as np
 from ..core.config import Config
 from ..core.errors import ModelError
 from ..runtime.backend import Backend, load_backend
-from .analyzer import model_manifest
 from .detection import Detection
 
 LIVENESS_MODELS = ("minifasnet-v2", "minifasnet-v1se")
@@ -75,6 +74,8 @@ class LivenessCheck:
     @classmethod
     def load(cls, config: Config, names: Sequence[str] = LIVENESS_MODELS) -> LivenessCheck:
         """The models ``names`` from the models directory, on the configured backend."""
+        from .analyzer import model_manifest  # the analyzer loads this check
+
         return cls([load_backend(config.models.backend, model_manifest(config, name, TASK),
                                  config) for name in names])
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..core.config import TrackerConfig
+
+if TYPE_CHECKING:
+    from .live_decision import TrackLiveness
 
 UNKNOWN = ""  # vote label for "not in the gallery"
 
@@ -38,6 +41,7 @@ class Track:
     frames: int = 0
     score: float = 0.0
     since_vote: int = 0  # frames since this track's face was last encoded
+    live: Optional[TrackLiveness] = None  # liveness evidence (``LivenessPolicy.state``)
 
     def settled(self, needed: int) -> Optional[Tuple[str, float, float]]:
         """The label with at least ``needed`` votes in the window, its median distance, tau."""

@@ -27,6 +27,7 @@ from ..core.config import Config
 from ..core.errors import GalleryError
 from ..faces.analyzer import FaceAnalyzer
 from ..faces.decisions import Matcher
+from ..faces.detection import Detection
 from ..faces.gallery import enroll_encodings
 from ..faces.tracker import Track
 from ..node.daemon import Runner
@@ -37,6 +38,8 @@ from .enrollment import WalkUpEnrollment
 from .overlay import Label, draw_greeting, draw_labels
 
 log = logging.getLogger(__name__)
+TURN_PROMPT = "Please turn your head a little to your {side}"
+NAMED = ("match", "uncertain")  # decisions whose label shows the name
 
 
 def face_config(config: Config) -> Config:
@@ -124,6 +127,7 @@ class FaceBoard(Sink):
         self._lock = threading.Lock()
         self._boxes: Dict[int, Tuple[float, float, float, float]] = {}
         self._decisions: Dict[int, Tuple[str, str]] = {}  # track id -> (text, decision)
+        self._prompts: Dict[int, str] = {}  # track id -> a turn challenge asked of it
         self.size: Tuple[int, int] = (1, 1)  # (width, height) of the face path's frames
         self.first_decision: Optional[float] = None  # monotonic time of the first decision
 
@@ -136,11 +140,18 @@ class FaceBoard(Sink):
     def publish(self, event: Dict[str, Any], crop: Optional[np.ndarray] = None) -> None:
         track = event["track_id"]
         with self._lock:
+            challenge = (event.get("live") or {}).get("challenge") or {}
+            if event["event"] != "end" and challenge.get("state") == "asked":
+                self._prompts[track] = TURN_PROMPT.format(side=challenge["side"])
+            else:
+                self._prompts.pop(track, None)
             if event["event"] == "end":
                 self._decisions.pop(track, None)
                 self._boxes.pop(track, None)
                 return
-            self._decisions[track] = (event["name"] or event["decision"], event["decision"])
+            decision = event["decision"]
+            shown = event["name"] if decision in NAMED else None  # a spoof shows no name
+            self._decisions[track] = (shown or decision.replace("_", " "), decision)
             now = time.monotonic()
             if self.first_decision is None:
                 self.first_decision = now
@@ -155,6 +166,11 @@ class FaceBoard(Sink):
             for track in [t for t, (_, until) in self._greetings.items() if until <= now]:
                 del self._greetings[track]
             return [text for text, _ in self._greetings.values()]
+
+    def prompt(self) -> Optional[str]:
+        """The newest turn challenge asked and not met yet, if any."""
+        with self._lock:
+            return next(reversed(self._prompts.values()), None)
 
     def main_person(self) -> Optional[str]:
         """The name of the largest face recognised now (None: nobody recognised)."""
@@ -181,6 +197,10 @@ def warm_up(analyzer: FaceAnalyzer, size: Tuple[int, int] = (1280, 720)) -> None
     analyzer.detector.detect(np.zeros((size[1], size[0], 3), np.uint8))
     aligner = analyzer.aligner
     analyzer.encoder.encode([np.zeros((aligner.height, aligner.width, 3), np.uint8)])
+    if analyzer.liveness is not None:
+        frame = np.zeros((size[1], size[0], 3), np.uint8)
+        analyzer.liveness.scores(frame, [Detection(np.array([100, 100, 200, 220], np.float32),
+                                                   1.0, np.zeros((5, 2), np.float32))])
 
 
 class Heartbeat(Notifier):
@@ -213,6 +233,7 @@ class FacePath:
         self.runner = Runner(config, analyzer, load_matcher, source=self.tap,
                              observer=self.board, notifier=self.heartbeat)
         self.runner.loop.observer = self._observe
+        self.runner.loop.liveness.challenges = config.liveness.challenge == "turn"
         self.gallery_path = config.gallery_path
         self.gallery_limits = config.gallery
         self.audit = AuditLog.from_config(config)
@@ -285,8 +306,9 @@ class FacePath:
         labels, size = self.board.labels()
         draw_labels(shown, labels, size, self.blur)
         greetings = self.board.greetings()
-        if greetings:
-            draw_greeting(shown, greetings[-1])
+        prompt = self.board.prompt()
+        if greetings or prompt:
+            draw_greeting(shown, greetings[-1] if greetings else str(prompt))
         screen = self.enrollment.screen()
         if screen is not None:
             draw_enrollment(shown, screen)

@@ -15,7 +15,7 @@ import numpy as np
 # BGR colour of each decision; a track not decided yet is grey
 COLOURS: Dict[str, Tuple[int, int, int]] = {
     "match": (80, 200, 60), "unknown": (40, 40, 230), "uncertain": (0, 190, 250),
-    "": (170, 170, 170)}
+    "spoof": (200, 0, 200), "not_verified_live": (0, 140, 255), "": (170, 170, 170)}
 Box = Tuple[float, float, float, float]  # x1, y1, x2, y2
 
 

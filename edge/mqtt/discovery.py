@@ -1,8 +1,9 @@
 """Home Assistant MQTT discovery: one retained device message with all entities.
 
-Entities: an event entity per camera (recognized / unknown / uncertain), a presence sensor
-per enrolled person (with ``expire_after``), a recognition switch, a reload-gallery button
-and diagnostic sensors from ``stats``. A person who was removed gets a component with only
+Entities: an event entity per camera (recognized / unknown / uncertain / spoof /
+not_verified_live, with the liveness decision and score), a presence sensor per enrolled
+person (with ``expire_after``), a recognition switch, a reload-gallery button and diagnostic
+sensors from ``stats``. A person who was removed gets a component with only
 its platform, which is how Home Assistant's device discovery removes an entity.
 """
 
@@ -13,10 +14,12 @@ from typing import Any, Dict, Iterable, Set
 
 from .topics import Topics, slug
 
+EVENT_TYPES = ["recognized", "unknown", "uncertain", "spoof", "not_verified_live"]
 EVENT_TEMPLATE = (
     "{% if value_json.event != 'end' %}{{ {'event_type': 'recognized' if value_json.decision "
     "== 'match' else value_json.decision, 'name': value_json.name, 'distance': "
-    "value_json.distance, 'track_id': value_json.track_id} | tojson }}{% endif %}"
+    "value_json.distance, 'track_id': value_json.track_id, 'live': value_json.live.decision, "
+    "'live_score': value_json.live.score} | tojson }}{% endif %}"
 )
 DIAGNOSTICS = {  # key: (name, template, unit)
     "fps": ("Frames per second", "{{ value_json.fps }}", "fps"),
@@ -49,7 +52,7 @@ class Discovery:
             components[f"{node}_{slug(camera)}_faces"] = {
                 "p": "event", "name": f"{camera} faces",
                 "unique_id": f"jetkiosk_{node}_{slug(camera)}_faces",
-                "event_types": ["recognized", "unknown", "uncertain"],
+                "event_types": EVENT_TYPES,
                 "state_topic": self.topics.events(camera), "value_template": EVENT_TEMPLATE,
             }
         for name in sorted(people):

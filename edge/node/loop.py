@@ -1,4 +1,5 @@
-"""The capture loop: capture -> detect -> align -> embed -> match -> track -> publish."""
+"""The capture loop: capture -> detect -> align -> embed -> live -> match -> track ->
+publish."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from ..capture.reader import KEEPALIVE, FrameReader
 from ..capture.sources import STREAM_TIMEOUT_MS, Frame, Source
 from ..core.audit import AuditLog
 from ..core.config import Config
-from ..faces.analyzer import FaceAnalyzer
+from ..faces.analyzer import Face, FaceAnalyzer
 from ..faces.decisions import Matcher
+from ..faces.detection import Detection
 from ..faces.events import FaceEvent
+from ..faces.live_decision import SPOOF, LivenessPolicy
 from ..faces.schedule import ReencodeSchedule
 from ..faces.tracker import UNKNOWN, Track, Tracker, TrackEvent
 from ..service.sd_notify import Notifier
@@ -48,6 +51,7 @@ class Camera:
 
 
 Shot = Tuple[Camera, np.ndarray]  # a camera's newest frame in a tick
+Encoded = Tuple[Camera, Track, np.ndarray, Face]  # a face encoded in a tick, and its track
 
 
 class CaptureLoop:
@@ -65,6 +69,7 @@ class CaptureLoop:
         self.audit = AuditLog.from_config(config)  # match decisions are recorded there
         self.analyzer = analyzer
         self.matcher = matcher
+        self.liveness = LivenessPolicy(config.liveness, analyzer.liveness is not None)
         self.sink = sink
         self.cameras = [Camera(name, config) for name in cameras or [config.run.camera]]
         self.model = {"encoder": analyzer.encoder_manifest.name,
@@ -90,7 +95,7 @@ class CaptureLoop:
         return self.cameras[0].schedule
 
     def process(self, shots: Sequence[Shot]) -> None:
-        """One tick: detect -> align -> embed -> match -> track -> publish."""
+        """One tick: detect -> align -> embed -> live -> match -> track -> publish."""
         if not self.recognition.is_set():
             for camera, frame in shots:
                 self._publish(camera, camera.tracker.finish())
@@ -105,29 +110,73 @@ class CaptureLoop:
         faces = self.analyzer.analyze_many([(frame, [dets[i] for i in picked]) for
                                             (_, frame), dets, picked in zip(shots, found, due)])
         t2 = time.perf_counter()
-        encoded = [(camera, live[i], encoding, face.crop) for (camera, _), live, picked, got
+        encoded = [(camera, live[i], encoding, face) for (camera, _), live, picked, got
                    in zip(shots, tracks, due, faces) for i, face in zip(picked, got)
                    if (encoding := face.encoding) is not None]
-        for camera, track, encoding, crop in encoded:
+        for camera, track, encoding, face in encoded:
             camera.encodings[track.track_id] = encoding
-            if self.sink.wants_crops and crop is not None:
-                camera.crops[track.track_id] = crop
-        decisions = self.matcher.identify(np.array([e for _, _, e, _ in encoded]))
+            if self.sink.wants_crops and face.crop is not None:
+                camera.crops[track.track_id] = face.crop
+        self._landmarks(tracks, found)
+        self._score_live(shots, encoded)
         t3 = time.perf_counter()
+        decisions = self.matcher.identify(np.array([e for _, _, e, _ in encoded]))
+        t4 = time.perf_counter()
         votes = [(camera, camera.tracker.vote(track, d.name or UNKNOWN, d.distance, d.threshold))
                  for (camera, track, _, _), d in zip(encoded, decisions)]
         for (camera, _), live in zip(shots, tracks):
-            self._publish(camera, [e for c, e in votes if c is camera and e]
+            decided = [e for c, e in votes if c is camera and e]
+            self._publish(camera, decided + self._live_changes(camera, decided)
                           + camera.tracker.expire(live))
-        t4 = time.perf_counter()
+        t5 = time.perf_counter()
         for camera, frame in shots:
             self._observe(camera, frame)
             camera.frames += 1
         self.frames += len(shots)
         self.ticks += 1
-        for stage, seconds in (("detect", t1 - t0), ("embed", t2 - t1), ("match", t3 - t2),
-                               ("track+publish", t4 - t3)):
+        for stage, seconds in (("detect", t1 - t0), ("embed", t2 - t1), ("live", t3 - t2),
+                               ("match", t4 - t3), ("track+publish", t5 - t4)):
             self.stage_seconds[stage] += seconds
+
+    def _landmarks(self, tracks: List[List[Track]], found: List[List[Detection]]) -> None:
+        """Each track's landmarks of this frame, for the liveness geometry."""
+        if self.liveness.on:
+            for live, dets in zip(tracks, found):
+                for track, detection in zip(live, dets):
+                    self.liveness.state(track).observe(detection.landmarks)
+
+    def _score_live(self, shots: Sequence[Shot], encoded: List[Encoded]) -> None:
+        """The passive live score of each encoded face whose track is due one, one liveness
+        run per frame."""
+        if not self.liveness.on:
+            return
+        due = [(camera, track, face) for camera, track, _, face in encoded
+               if self.liveness.state(track).due()]
+        self.analyzer.score_live([(frame, [f for c, _, f in due if c is camera])
+                                  for camera, frame in shots])
+        for _, track, face in due:
+            if face.live is not None:
+                self.liveness.state(track).score(face.live)
+
+    def _live_changes(self, camera: Camera, decided: List[TrackEvent]) -> List[TrackEvent]:
+        """An update for each announced track whose liveness verdict (or its challenge) has
+        changed since it was last published, unless it has a decision to publish already."""
+        if not self.liveness.on:
+            return []
+        deciding = {id(e.track) for e in decided}
+        changed = []
+        for track in camera.tracker.tracks:
+            if track.announced is None or id(track) in deciding or track.live is None:
+                continue
+            if self._published_key(track) != track.live.published:
+                changed.append(TrackEvent("update", track, *track.summary(track.announced)))
+        return changed
+
+    def _published_key(self, track: Track) -> Tuple[str, ...]:
+        """What a liveness update would change: the verdict, the challenge's side and state."""
+        verdict = self.liveness.verdict(track, False)
+        challenge = verdict.challenge or {}
+        return (str(verdict.decision), str(challenge.get("side")), str(challenge.get("state")))
 
     def _observe(self, camera: Camera, frame: np.ndarray) -> None:
         if self.observer is not None:
@@ -137,7 +186,9 @@ class CaptureLoop:
         for te in track_events:
             event = FaceEvent.from_track(
                 te, camera.name, self.model, self.config.gallery.uncertain_margin,
-                self.matcher.rule_for(None if te.label == UNKNOWN else te.label))
+                self.matcher.rule_for(None if te.label == UNKNOWN else te.label), self.liveness)
+            if te.track.live is not None:
+                te.track.live.published = self._published_key(te.track)
             crop: Optional[np.ndarray] = camera.crops.get(te.track.track_id)
             self._remember(event.event_id, camera.encodings.get(te.track.track_id))
             if event.decision == "match" and event.event != "end":  # what may open a door
@@ -145,6 +196,9 @@ class CaptureLoop:
                                 event_id=event.event_id, event=event.event,
                                 distance=_number(event.distance),
                                 threshold=_number(event.threshold))
+            if event.live.get("decision") == SPOOF and event.event != "end":  # kept on record
+                self.audit.note("spoof", name=event.name, camera=event.camera,
+                                event_id=event.event_id, reason=event.live["reason"])
             self.sink.publish(event.as_dict(), crop)
         live = {t.track_id for t in camera.tracker.tracks}
         for kept in (camera.crops, camera.encodings):  # ended tracks, announced or not

@@ -100,7 +100,7 @@ def test_node_publishes_events_states_counts_crops_and_stats(node_config, analyz
     assert counts[-1]["faces"] == 0
     stats = [check_schema(t, p) for t, p, _ in messages if t.endswith("/stats")]
     assert stats and max(s["fps"] for s in stats) > 0 and stats[-1]["frames"] > 0
-    assert set(stats[-1]["latency_ms"]) == {"detect", "embed", "match", "track+publish"}
+    assert set(stats[-1]["latency_ms"]) == {"detect", "embed", "live", "match", "track+publish"}
     assert stats[-1]["reencode_every"] == 5.0  # a clip read as fast as it goes: no budget
     models = stats[-1]["models"]  # what models.precision chose for each model, and why
     assert models["encoder"]["name"] == analyzer.encoder_manifest.name
@@ -182,8 +182,12 @@ def test_home_assistant_discovery_follows_the_gallery(node_config, analyzer, bro
         assert render(person["value_template"], {"present": True}) == "ON"
         faces = parts["kiosk1_cam0_faces"]
         event = {"event": "new", "decision": "match", "name": "grace_hopper", "distance": 0.4,
-                 "track_id": 3}
-        assert json.loads(render(faces["value_template"], event))["event_type"] == "recognized"
+                 "track_id": 3, "live": {"decision": "live", "score": 0.97}}
+        shown = json.loads(render(faces["value_template"], event))
+        assert shown["event_type"] == "recognized" and shown["live_score"] == 0.97
+        spoof = {**event, "decision": "spoof", "live": {"decision": "spoof", "score": 0.1}}
+        assert json.loads(render(faces["value_template"], spoof))["event_type"] == "spoof"
+        assert {"spoof", "not_verified_live"} <= set(faces["event_types"])
         assert render(faces["value_template"], {**event, "event": "end"}) == ""  # ignored by HA
         assert parts["kiosk1_fps"]["entity_category"] == "diagnostic"
         assert render(parts["kiosk1_outbox"]["value_template"], {"outbox": {"depth": 3}}) == "3"
