@@ -23,12 +23,13 @@ import numpy as np
 
 from ..capture.sources import Frame, Source
 from ..core.audit import AuditLog
-from ..core.config import Config
+from ..core.config import Config, LivenessConfig
 from ..core.errors import GalleryError
-from ..faces.analyzer import FaceAnalyzer
+from ..faces.analyzer import Face, FaceAnalyzer
 from ..faces.decisions import Matcher
 from ..faces.detection import Detection
 from ..faces.gallery import enroll_encodings
+from ..faces.live_decision import LIVE, photo_verdict
 from ..faces.tracker import Track
 from ..node.daemon import Runner
 from ..node.sinks import Sink, sink_uris
@@ -203,6 +204,24 @@ def warm_up(analyzer: FaceAnalyzer, size: Tuple[int, int] = (1280, 720)) -> None
                                                    1.0, np.zeros((5, 2), np.float32))])
 
 
+def enrollment_faces(analyzer: FaceAnalyzer, liveness: LivenessConfig,
+                     ) -> Callable[[np.ndarray], List[Face]]:
+    """What walk-up enrollment analyses a frame with: with ``liveness.mode = "require"`` a
+    face that the passive check does not find live is rejected, so a photo or a screen
+    shown to the kiosk is never enrolled."""
+    if liveness.mode != "require":
+        return analyzer.analyze
+
+    def analyze(frame: np.ndarray) -> List[Face]:
+        faces = analyzer.analyze(frame, live=True)
+        for face in faces:
+            verdict = photo_verdict(liveness, face.live)
+            if face.encoding is not None and verdict.decision != LIVE:
+                face.encoding, face.rejected = None, f"not live: {verdict.reason}"
+        return faces
+    return analyze
+
+
 class Heartbeat(Notifier):
     """The face path's notifier: it tells systemd nothing (inside the kiosk, the display loop
     does) and keeps the time of the capture loop's last watchdog ping, sent after each frame
@@ -239,7 +258,8 @@ class FacePath:
         self.audit = AuditLog.from_config(config)
         loop = self.runner.loop
         self.enrollment = WalkUpEnrollment(
-            config.kiosk, analyzer.analyze, self._known, lambda: loop.matcher.names,
+            config.kiosk, enrollment_faces(analyzer, config.liveness), self._known,
+            lambda: loop.matcher.names,
             self._save, config.quality.min_face)
         self.on_failure: Callable[[], None] = lambda: None
         self.error: Optional[Exception] = None

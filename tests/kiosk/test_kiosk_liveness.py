@@ -12,7 +12,7 @@ import pytest
 from conftest import configure, matcher_loader, noisy_frames, read_jsonl
 from jetkiosk.edge.faces.gallery import Gallery
 from jetkiosk.edge.kiosk.app import KioskService
-from jetkiosk.edge.kiosk.faces import TURN_PROMPT, FaceBoard, face_config
+from jetkiosk.edge.kiosk.faces import TURN_PROMPT, FaceBoard, enrollment_faces, face_config
 from jetkiosk.edge.kiosk.outputs import Output
 
 SAMPLES = {"image_T1": "live_person", "image_F1": "photo_person"}
@@ -88,3 +88,15 @@ def test_turn_challenge_is_asked_on_the_screen_and_withholds_the_greeting(kiosk_
     assert greetings == set()
     photo = {e["decision"] for e in events if e["name"] == "photo_person"}
     assert photo == {"spoof"}
+
+
+def test_walk_up_enrollment_takes_no_shot_of_a_photo_under_require(config, analyzer, shared):
+    photos = {n: cv2.imread(str(shared / "models/antispoof/samples" / f"{n}.jpg"))
+              for n in SAMPLES}
+    config.liveness.mode = "require"
+    analyze = enrollment_faces(analyzer, config.liveness)
+    live, photo = analyze(photos["image_T1"]), analyze(photos["image_F1"])
+    assert live[0].encoding is not None and live[0].live > 0.9
+    assert photo[0].encoding is None and photo[0].rejected.startswith("not live: live score")
+    config.liveness.mode = "report"  # enrollment as before
+    assert enrollment_faces(analyzer, config.liveness)(photos["image_F1"])[0].encoding is not None
