@@ -2,6 +2,12 @@
 
 Live sources hand over only their newest frame, so a slow network drops frames instead of
 lagging. Styles change by key, by a rotation timer and from other threads (MQTT).
+
+Each frame goes through every filter first (the network, flicker control, colours, blend:
+``Stylizer``), then is scaled to the display size; overlays (face boxes and labels, a
+greeting, walk-up enrollment, the FPS text) are drawn on that final frame only, never fed
+back into a filter: a filter's history holds no overlay, so a moved or changed overlay
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -140,17 +146,17 @@ class Kiosk:
         return self.frames
 
     def compose(self, styled: np.ndarray) -> np.ndarray:
+        """``styled`` (through every filter) at the display size, with the overlays drawn on
+        a frame of its own: nothing drawn here reaches a filter's history."""
         size = self.display_size(styled.shape[1], styled.shape[0])
-        shown = styled if size == (styled.shape[1], styled.shape[0]) else \
+        shown = styled.copy() if size == (styled.shape[1], styled.shape[0]) else \
             cv2.resize(styled, size, interpolation=cv2.INTER_LINEAR)
         if self.faces is not None:
             self.faces.draw(shown)
         if self.overlay:
             text = f"{self.meter.fps:4.1f} fps  {self.stylizer.style}"
             scale = max(0.5, shown.shape[0] / 720)
-            for colour, thickness in (((0, 0, 0), 4), ((255, 255, 255), 1)):
-                cv2.putText(shown, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                            colour, max(1, int(thickness * scale)), cv2.LINE_AA)
+            outlined_text(shown, text, (10, int(30 * scale)), scale)
         return shown
 
     def display_size(self, width: int, height: int) -> Tuple[int, int]:
@@ -195,6 +201,33 @@ class Kiosk:
     def close(self) -> None:
         for output in self.outputs:
             output.close()
+
+
+def outlined_text(frame: np.ndarray, text: str, origin: Tuple[int, int], scale: float) -> None:
+    """White ``text`` with a black outline around each stroke, in place. The outline is the
+    white text's own mask grown, so it stays under the letters: OpenCV advances each
+    glyph by its stroke thickness, and a thick black ``putText`` under a thin white one
+    drifts right along the line into a dark second copy beside it."""
+    thickness = max(1, round(scale))
+    grow = max(1, round(1.5 * scale))
+    (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    x0, y0 = origin[0] - grow - 1, origin[1] - height - grow - 1
+    mask = np.zeros((height + base + 2 * grow + 2, width + 2 * grow + 2), np.uint8)
+    cv2.putText(mask, text, (grow + 1, height + grow + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, 255,
+                thickness, cv2.LINE_AA)
+    ring = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                      (2 * grow + 1, 2 * grow + 1)))
+    fx0, fy0 = max(0, x0), max(0, y0)
+    fx1, fy1 = min(frame.shape[1], x0 + mask.shape[1]), min(frame.shape[0], y0 + mask.shape[0])
+    if fx1 <= fx0 or fy1 <= fy0:
+        return
+    window = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+    region = frame[fy0:fy1, fx0:fx1].astype(np.float32)
+    dark = ring[window].astype(np.float32)[..., None] / 255.0
+    light = mask[window].astype(np.float32)[..., None] / 255.0
+    region *= 1.0 - dark
+    region += light * (255.0 - region)
+    frame[fy0:fy1, fx0:fx1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
 
 
 def rotation_list(spec: str, available: List[str]) -> List[str]:
