@@ -3,7 +3,10 @@
 ``/`` is a minimal full-screen page, ``/stream.mjpg`` the multipart JPEG stream,
 ``/snapshot.jpg`` the latest frame. Each client gets the newest frame when it is ready
 for one (a slow client skips frames); a frame is JPEG-encoded once, however many clients
-watch.
+watch. A ``Routes`` object (the kiosk's page, edge/kiosk/page.py) can serve ``/`` and more
+paths itself: GETs it answers at once on the serving thread, from memory; POSTs (at most
+``MAX_BODY`` bytes) it runs on one worker thread of their own, started at the first, while
+their client waits (``send_timeout``, then 503), so a slow action never holds up a viewer.
 
 One thread serves every client from a selector over non-blocking sockets, so a client
 costs a socket, never a thread, and the kiosk posting a frame only wakes that thread: no
@@ -27,6 +30,7 @@ import socket
 import struct
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Dict, Optional, Set, Tuple
@@ -48,6 +52,7 @@ img{width:100vw;height:100vh;object-fit:contain;display:block}</style></head>
 """
 MAX_HEAD = 8192  # bytes of request line and headers
 HEAD_END = re.compile(rb"\r?\n\r?\n")
+MAX_BODY = 1024  # bytes of a POST's body
 SNAPSHOT_WAIT = 5.0  # seconds /snapshot.jpg waits for a first frame
 ACCEPT_PAUSE = 1.0  # seconds without accepting after the process runs out of sockets
 REFUSALS_LOG_EVERY = 60.0  # seconds between warnings about clients turned away
@@ -87,6 +92,25 @@ def error(status: HTTPStatus, extra: Optional[Dict[str, str]] = None) -> bytes:
                     "text/plain; charset=utf-8", extra)
 
 
+Reply = Tuple[HTTPStatus, bytes, str]  # status, body, content type
+
+
+class Routes:
+    """Paths a server answers beside its own (``/`` included, when ``get`` answers it)."""
+
+    post_paths: Tuple[str, ...] = ()  # paths ``post`` takes
+
+    def get(self, path: str) -> Optional[Reply]:
+        """The reply to a GET of ``path`` (None: not one of these paths). Runs on the serving
+        thread: from memory, never waiting."""
+        return None
+
+    def post(self, path: str, body: bytes, local: str) -> Reply:
+        """The reply to a POST of ``body`` to one of ``post_paths`` (on the worker thread;
+        ``local``: the server's address the request came in on)."""
+        raise NotImplementedError
+
+
 STREAM_HEAD = head(HTTPStatus.OK, {
     "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
     "Cache-Control": "no-store", "Connection": "close"})
@@ -96,6 +120,7 @@ class _Client:
     """One connection: its state, its request so far, what is left to send, its deadline."""
 
     HEAD, WAIT, REPLY, STREAM = "reading its request", "waiting for a frame", "reply", "stream"
+    ACT = "waiting for an action"
 
     def __init__(self, sock: socket.socket, peer: str, deadline: float):
         self.sock = sock
@@ -106,14 +131,21 @@ class _Client:
         self.deadline = deadline  # math.inf: none
         self.events = READ
         self.seq = 0  # the newest frame queued to a stream
+        self.head: Optional[bytes] = None  # request line and headers, once all arrived
+        self.body_at = 0  # where the body starts in ``request``
+        self.length = 0  # the body's length (Content-Length)
+        self.refusal = HTTPStatus.BAD_REQUEST  # why a POST's length is refused
+        self.action: Optional[Future] = None  # a POST being run (ACT)
 
 
 class MjpegServer:
     """Serves posted frames on ``host:port`` (port 0: any free port, see ``.port``)."""
 
     def __init__(self, host: str, port: int, quality: int = 80,
-                 limits: Optional[HttpLimits] = None):
+                 limits: Optional[HttpLimits] = None, routes: Optional[Routes] = None):
         self.quality = quality
+        self.routes = routes  # may be set later, before frames are posted
+        self._actions: Optional[ThreadPoolExecutor] = None
         self.limits = limits or HttpLimits.from_config(KioskConfig())
         self._listener = socket.create_server((host, port), backlog=128)
         self.port: int = self._listener.getsockname()[1]
@@ -149,6 +181,8 @@ class MjpegServer:
         self._wake()
         self._thread.join(timeout=10)
         self._wake_w.close()
+        if self._actions is not None:
+            self._actions.shutdown(wait=False)
 
     def _wake(self) -> None:
         try:
@@ -170,7 +204,7 @@ class MjpegServer:
                     if key.fileobj is self._listener:
                         self._accept()
                     elif key.fileobj is self._wake_r:
-                        self._on_frame()
+                        self._on_wake()
                     elif mask & READ and key.data in self._clients:
                         self._read(key.data)
                     if mask & WRITE and key.data in self._clients:
@@ -250,7 +284,7 @@ class MjpegServer:
                 except OSError:
                     pass
                 self._drop(client)
-            elif client.state == client.WAIT:
+            elif client.state in (client.WAIT, client.ACT):
                 self._reply(client, error(HTTPStatus.SERVICE_UNAVAILABLE))
             else:
                 log.info("http %s: dropped (%s): what was sent did not reach it in %.1f s "
@@ -271,23 +305,64 @@ class MjpegServer:
         if client.state != client.HEAD:
             return  # nothing more is read from a client once its request is in
         client.request += data
-        end = HEAD_END.search(client.request, max(0, len(client.request) - len(data) - 3))
-        if end is not None:
-            self._route(client, bytes(client.request[:end.start()]))
-        elif len(client.request) > MAX_HEAD:
-            self._reply(client, error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE))
+        if client.head is None:
+            end = HEAD_END.search(client.request, max(0, len(client.request) - len(data) - 3))
+            if end is None:
+                if len(client.request) > MAX_HEAD:
+                    self._reply(client, error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE))
+                return
+            if end.start() > MAX_HEAD:
+                self._reply(client, error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE))
+                return
+            client.head, client.body_at = bytes(client.request[:end.start()]), end.end()
+            if not self._body_expected(client):
+                self._route(client, client.head, b"")
+                return
+        if len(client.request) - client.body_at >= client.length:
+            body = bytes(client.request[client.body_at:client.body_at + client.length])
+            self._route(client, client.head, body)
 
-    def _route(self, client: _Client, request: bytes) -> None:
+    def _body_expected(self, client: _Client) -> bool:
+        """Whether a body is to be read before routing: a POST to a path ``routes`` takes,
+        of a valid length (else it is routed at once, to its error)."""
+        assert client.head is not None
+        words = client.head.split(b"\n", 1)[0].split()
+        if self.routes is None or len(words) != 3 or words[0] != b"POST" or \
+                words[1].split(b"?", 1)[0].decode("latin-1") not in self.routes.post_paths:
+            return False
+        lengths = re.findall(rb"\ncontent-length:[ \t]*(\S*)", client.head.lower())
+        if len(lengths) == 1 and lengths[0].isdigit() and int(lengths[0]) <= MAX_BODY:
+            client.length = int(lengths[0])
+            return True
+        client.length = -1  # refused in _route
+        client.refusal = HTTPStatus.LENGTH_REQUIRED if not lengths else \
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE if len(lengths) == 1 and lengths[0].isdigit() \
+            else HTTPStatus.BAD_REQUEST
+        return False
+
+    def _route(self, client: _Client, request: bytes, body: bytes) -> None:
         words = request.split(b"\n", 1)[0].split()
         if len(words) != 3 or not words[2].startswith(b"HTTP/"):
             self._reply(client, error(HTTPStatus.BAD_REQUEST))
             return
         log.debug("http %s: %r", client.peer, b" ".join(words))
-        if words[0] != b"GET":
-            self._reply(client, error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET"}))
-            return
         path = words[1].split(b"?", 1)[0]
-        if path in (b"/", b"/index.html"):
+        posted = self.routes.post_paths if self.routes is not None else ()
+        if words[0] == b"POST" and path.decode("latin-1") in posted:
+            if client.length < 0:
+                self._reply(client, error(client.refusal))
+            else:
+                self._act(client, path.decode("latin-1"), body)
+            return
+        if words[0] != b"GET" or path.decode("latin-1") in posted:
+            allow = "POST" if path.decode("latin-1") in posted else "GET"
+            self._reply(client, error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": allow}))
+            return
+        answer = self.routes.get(path.decode("latin-1")) if self.routes is not None else None
+        if answer is not None:
+            status, content, kind = answer
+            self._reply(client, response(status, content, kind))
+        elif path in (b"/", b"/index.html"):
             self._reply(client, response(HTTPStatus.OK, PAGE, "text/html; charset=utf-8"))
         elif path == b"/snapshot.jpg":
             client.state, client.deadline = client.WAIT, time.monotonic() + SNAPSHOT_WAIT
@@ -299,7 +374,32 @@ class MjpegServer:
         else:
             self._reply(client, error(HTTPStatus.NOT_FOUND))
 
-    def _on_frame(self) -> None:
+    def _act(self, client: _Client, path: str, body: bytes) -> None:
+        """Runs the POST on the worker thread; the client waits (ACT) for its reply."""
+        assert self.routes is not None
+        if self._actions is None:
+            self._actions = ThreadPoolExecutor(1, thread_name_prefix="http-actions")
+        try:
+            local = str(client.sock.getsockname()[0])
+        except OSError:
+            local = ""
+        client.state, client.deadline = client.ACT, time.monotonic() + self.limits.send_timeout
+        client.action = self._actions.submit(self.routes.post, path, body, local)
+        client.action.add_done_callback(lambda _: self._wake())
+
+    def _acted(self, client: _Client) -> None:
+        """Replies to a client whose action is done."""
+        assert client.action is not None
+        try:
+            status, content, kind = client.action.result()
+        except Exception:
+            log.exception("http %s: the action failed", client.peer)
+            status, content, kind = (HTTPStatus.INTERNAL_SERVER_ERROR, b"the action failed\n",
+                                     "text/plain; charset=utf-8")
+        self._reply(client, response(status, content, kind))
+
+    def _on_wake(self) -> None:
+        """A new frame, or an action done."""
         try:
             while self._wake_r.recv(4096):
                 pass
@@ -308,7 +408,10 @@ class MjpegServer:
         with self._lock:
             self._woken = False
         for client in list(self._clients):
-            if client.state == client.WAIT:
+            if client.state == client.ACT and client.action is not None and \
+                    client.action.done():
+                self._acted(client)
+            elif client.state == client.WAIT:
                 self._snapshot(client)
             elif client.state == client.STREAM and not client.out:
                 self._pump(client)
