@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
+import cv2
 import numpy as np
 
 ANCHORS = (0, 1, 3, 4)  # left eye, right eye, left mouth corner, right mouth corner
@@ -20,8 +21,12 @@ NOSE = 2
 # Where the anchors go in the canonical frame (a unit square).
 SQUARE = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 MIN_EYES = 1e-3  # px: closer eyes are no face
-MAX_ENTRY = 1e4  # a normalised homography with larger entries (or 1/det) is singular
-SUPPORT = 3  # frames that must each show the parallax with as many others (LandmarkTrack)
+MAX_CONDITION = 1e10  # a homography worse conditioned has no usable inverse
+SUPPORT = 4  # frames that must each show the parallax with as many others (LandmarkTrack)
+# A frame whose nose lies outside the anchors' quadrilateral shrunk by this margin (in the
+# canonical square) is no evidence: a face near profile, or cut off, whose landmarks the
+# detector guesses and places differently from frame to frame.
+NOSE_MARGIN = 0.05
 
 
 def yaw(landmarks: Any) -> float:
@@ -34,39 +39,27 @@ def yaw(landmarks: Any) -> float:
     return float((nx - (lx + rx) / 2) / max(eyes, 1e-6))
 
 
-def _normaliser(points: np.ndarray) -> Optional[np.ndarray]:
-    """The similarity moving ``points`` to mean 0 and mean distance sqrt(2) (Hartley)."""
-    centre = points.mean(axis=0)
-    spread = float(np.mean(np.hypot(*(points - centre).T)))
-    if not spread > 1e-9:
-        return None
-    k = math.sqrt(2) / spread
-    return np.array([[k, 0, -k * centre[0]], [0, k, -k * centre[1]], [0, 0, 1]])
-
-
 def _homography(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
-    """The 3x3 homography taking the four points ``src`` onto ``dst``; None if singular."""
-    ns, nd = _normaliser(src), _normaliser(dst)
-    if ns is None or nd is None:
+    """The 3x3 homography taking the four points ``src`` onto ``dst`` (both convex, in the
+    same order); None where there is none (coincident or collinear points, a quadrilateral
+    folded or turned inside out)."""
+    if not (np.all(np.isfinite(src)) and np.all(np.isfinite(dst))):
         return None
-    x, y = (src @ ns[:2, :2].T + ns[:2, 2]).T
-    u, v = (dst @ nd[:2, :2].T + nd[:2, 2]).T
-    a = np.zeros((8, 8))
-    a[0::2, 0], a[0::2, 1], a[0::2, 2] = x, y, 1
-    a[1::2, 3], a[1::2, 4], a[1::2, 5] = x, y, 1
-    a[0::2, 6], a[0::2, 7] = -x * u, -y * u
-    a[1::2, 6], a[1::2, 7] = -x * v, -y * v
-    rhs = np.empty(8)
-    rhs[0::2], rhs[1::2] = u, v
-    try:
-        h = np.append(np.linalg.solve(a, rhs), 1.0).reshape(3, 3)
-    except np.linalg.LinAlgError:
+    spread = float(np.ptp(dst, axis=0).max())
+    if not spread > MIN_EYES or not float(np.ptp(src, axis=0).max()) > 0:
         return None
-    # Normalised, a usable homography is of order 1; near-singular systems blow up.
-    if not (np.all(np.isfinite(h)) and np.abs(h).max() < MAX_ENTRY
-            and abs(np.linalg.det(h)) > 1 / MAX_ENTRY):
+    h = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32))
+    if not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-12:
         return None
-    return np.linalg.inv(nd) @ h @ ns
+    h = h / h[2, 2]
+    if np.linalg.cond(h) > MAX_CONDITION:  # collinear points: no inverse
+        return None
+    mapped = np.c_[src, np.ones(4)] @ h.T
+    # Convex onto convex: the whole quadrilateral stays in front (w > 0 at its corners).
+    if not np.all(mapped[:, 2] > 1e-9):
+        return None
+    error = np.abs(mapped[:, :2] / mapped[:, 2:] - dst).max()
+    return h if error < 1e-3 * spread else None
 
 
 def _apply(h: np.ndarray, point: np.ndarray) -> Optional[np.ndarray]:
@@ -136,14 +129,6 @@ class Geometry:
                 "motion": round(self.motion, 4), "frames": self.frames}
 
 
-@dataclass
-class _Frame:
-    marks: np.ndarray  # 5x2
-    to_frame: np.ndarray  # 3x3: the canonical square onto this frame's anchors
-    canonical: np.ndarray  # the nose in the canonical frame
-    eyes: float
-
-
 class LandmarkTrack:
     """The last ``window`` landmark sets of one track, and the geometry they show.
 
@@ -157,14 +142,19 @@ class LandmarkTrack:
     def __init__(self, window: int, parallax: float, motion: float,
                  support: int = SUPPORT):
         """``parallax``, ``motion``: the thresholds (``liveness.parallax``, ``.motion``)."""
-        self.window = max(2, int(window))
+        self.window = n = max(2, int(window))
         self.parallax = parallax
         self.motion = motion
         self.support = max(1, int(support))
-        self._frames: List[Optional[_Frame]] = [None] * self.window  # by index % window
+        # Each kept frame, by slot (frame number % window): usable, its nose in the canonical
+        # square, its anchors (centred, as complex numbers) and their energy.
+        self._valid = np.zeros(n, bool)
+        self._canonical = np.zeros((n, 2))
+        self._anchors = np.zeros((n, 4), complex)
+        self._energy = np.ones(n)
         # Parallax and motion of each kept pair, by slot (symmetric; NaN: no pair).
-        self._par = np.full((self.window, self.window), np.nan)
-        self._mot = np.full((self.window, self.window), np.nan)
+        self._par = np.full((n, n), np.nan)
+        self._mot = np.full((n, n), np.nan)
         self._count = 0  # frames added, degenerate ones included
 
     def add(self, landmarks: np.ndarray) -> None:
@@ -172,19 +162,37 @@ class LandmarkTrack:
         evidence), dropping the oldest beyond the window, and judge it against those kept."""
         slot = self._count % self.window
         self._count += 1
+        self._valid[slot] = False
         for m in (self._par, self._mot):
             m[slot, :] = np.nan
             m[:, slot] = np.nan
         frame = _frame(landmarks)
-        self._frames[slot] = frame
         if frame is None:
             return
-        kept = [(i, f) for i, f in enumerate(self._frames) if f is not None and i != slot]
-        if kept:
-            par, mot = _pairs_with([f for _, f in kept], frame)
-            slots = [i for i, _ in kept]
-            self._par[slot, slots] = self._par[slots, slot] = par
-            self._mot[slot, slots] = self._mot[slots, slot] = mot
+        to_frame, canonical, marks, eyes = frame
+        anchors = marks[list(ANCHORS)]
+        z = anchors[:, 0] + 1j * anchors[:, 1]
+        z = z - z.mean()
+        kept = np.flatnonzero(self._valid)
+        if len(kept):
+            # Parallax: each kept nose, through this frame's anchor homography, against
+            # this frame's nose.
+            points = self._canonical[kept] @ to_frame[:, :2].T + to_frame[:, 2]
+            w = points[:, 2]
+            ok = w > 1e-9
+            off = points[:, :2] / np.where(ok, w, 1.0)[:, None] - marks[NOSE]
+            par = np.where(ok, np.hypot(off[:, 0], off[:, 1]) / eyes, 0.0)
+            # Motion: this frame's anchors off the best similarity of each kept frame's.
+            earlier = self._anchors[kept]
+            scale = (earlier.conj() @ z) / self._energy[kept]
+            rest = z[None, :] - scale[:, None] * earlier
+            mot = np.sqrt(np.mean(rest.real ** 2 + rest.imag ** 2, axis=1)) / eyes
+            self._par[slot, kept] = self._par[kept, slot] = np.where(np.isfinite(par), par, 0)
+            self._mot[slot, kept] = self._mot[kept, slot] = np.where(np.isfinite(mot), mot, 0)
+        self._valid[slot] = True
+        self._canonical[slot] = canonical
+        self._anchors[slot] = z
+        self._energy[slot] = max(float(np.sum(z.real ** 2 + z.imag ** 2)), 1e-12)
 
     def judge(self) -> Geometry:
         """"3d" when nose parallax above the threshold is supported (see the class); "planar"
@@ -211,36 +219,23 @@ def _supported(pairs: np.ndarray, support: int) -> float:
     return float(np.partition(per_frame, -support)[-support])
 
 
-def _frame(landmarks: Any) -> Optional[_Frame]:
-    """One frame's cached geometry; None for a degenerate landmark set."""
+def _frame(landmarks: Any) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """One frame's (homography from the canonical square onto its anchors, its nose in the
+    square, the landmarks, the eye distance); None for a degenerate or unusable set."""
     marks = np.asarray(landmarks, np.float64)
     if marks.shape != (5, 2) or not np.all(np.isfinite(marks)):
         return None
     eyes = _eyes(marks)
     if eyes < MIN_EYES:
         return None
-    anchors = marks[list(ANCHORS)]
-    to_frame = _homography(SQUARE, anchors)
+    to_frame = _homography(SQUARE, marks[list(ANCHORS)])
     if to_frame is None:
         return None
-    canonical = _apply(np.linalg.inv(to_frame), marks[NOSE])
-    if canonical is None:
+    try:
+        canonical = _apply(np.linalg.inv(to_frame), marks[NOSE])
+    except np.linalg.LinAlgError:
         return None
-    return _Frame(marks, to_frame, canonical, eyes)
-
-
-def _pairs_with(frames: List[_Frame], new: _Frame) -> Tuple[np.ndarray, np.ndarray]:
-    """(parallax, motion) of each kept frame with ``new``: the earlier nose, through the
-    new frame's anchor homography, against the new nose."""
-    canon = np.array([f.canonical for f in frames])  # n x 2
-    points = np.c_[canon, np.ones(len(canon))] @ new.to_frame.T
-    w = points[:, 2]
-    ok = w > 1e-9
-    predicted = points[:, :2] / np.where(ok, w, 1.0)[:, None]
-    par = np.hypot(*(predicted - new.marks[NOSE]).T) / new.eyes
-    par = np.where(ok & np.isfinite(par), par, 0.0)
-    anchors = list(ANCHORS)
-    earlier = np.array([f.marks[anchors] for f in frames])  # n x 4 x 2
-    mot = _off_similarity(earlier, np.broadcast_to(new.marks[anchors], earlier.shape))
-    mot = np.where(np.isfinite(mot), mot / new.eyes, 0.0)
-    return par, mot
+    if canonical is None or not np.all((canonical >= NOSE_MARGIN)
+                                       & (canonical <= 1 - NOSE_MARGIN)):
+        return None
+    return to_frame, canonical, marks, eyes
