@@ -304,6 +304,15 @@ class KioskConfig:
     enroll_timeout: float = setting(30.0, "walk-up enrollment: seconds for the consent and "
                                     "again for the capture before it stops, saving nothing",
                                     low=1, high=600)
+    snapshots: bool = setting(False, "the S key, the page's button or <prefix>/snapshot/set "
+                              "take the frame as shown (stylized, kiosk.blur_unknown applied) "
+                              "as a JPEG kept in memory only, served at an unguessable URL of "
+                              "the http:// output and shown on the screen as a QR code")
+    snapshot_ttl: float = setting(600.0, "seconds a snapshot's URL serves it; then it is gone "
+                                  "(404)", low=1, high=86400)
+    snapshot_qr_seconds: float = setting(60.0, "seconds a snapshot's QR code stays on the "
+                                         "screen (at most kiosk.snapshot_ttl; 0: as long as "
+                                         "the snapshot lives)", low=0)
 
 
 @dataclass

@@ -19,7 +19,8 @@ from .faces import FacePath, face_config
 from .flicker import FlickerFilter
 from .loop import Kiosk, rotation_list
 from .mjpeg import HttpLimits
-from .outputs import open_outputs
+from .outputs import HttpOutput, open_outputs
+from .page import KioskPage, Thumbnails
 from .remote import KioskRemote
 from .stylizer import Stylizer
 
@@ -62,7 +63,19 @@ class KioskService:
             if self.faces is not None:
                 self.faces.close()
             raise
-        self.kiosk = Kiosk(k, stylizer, outputs, rotation, self.faces)
+        try:
+            self.kiosk = Kiosk(k, stylizer, outputs, rotation, self.faces)
+        except JetkioskError:
+            for output in outputs:
+                output.close()
+            if self.faces is not None:
+                self.faces.close()
+            raise
+        self.thumbnails = Thumbnails(self.catalog, rotation)
+        for output in outputs:
+            if isinstance(output, HttpOutput):  # the page: stream, style picker, snapshots
+                output.server.routes = KioskPage(self.kiosk, self.thumbnails)
+                self.kiosk.on_frame = self.thumbnails.update
         if self.faces is not None:
             self.faces.on_failure = self.kiosk.stop.set
         self.remote: Optional[KioskRemote] = None

@@ -1,13 +1,13 @@
 """The live stylization kiosk: camera -> style network -> display, one frame at a time.
 
 Live sources hand over only their newest frame, so a slow network drops frames instead of
-lagging. Styles change by key, by a rotation timer and from other threads (MQTT).
+lagging. Styles change by key, by a rotation timer and from other threads (MQTT, the page).
 
 Each frame goes through every filter first (the network, flicker control, colours, blend:
 ``Stylizer``), then is scaled to the display size; overlays (face boxes and labels, a
-greeting, walk-up enrollment, the FPS text) are drawn on that final frame only, never fed
-back into a filter: a filter's history holds no overlay, so a moved or changed overlay
-leaves nothing behind.
+greeting, walk-up enrollment, the FPS text, a snapshot's QR code) are drawn on that final
+frame only, never fed back into a filter: a filter's history holds no overlay, so a moved
+or changed overlay leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from http import HTTPStatus
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -25,13 +26,25 @@ from ..core.config import KioskConfig
 from ..core.errors import ConfigError, JetkioskError, SourceError
 from ..service.sd_notify import Notifier
 from .faces import FacePath
-from .outputs import NO_KEY, Output
+from .outputs import NO_KEY, HttpOutput, Output
+from .overlay import pixelate, scale_box
+from .snapshots import (
+    ShownQr,
+    SnapshotError,
+    SnapshotStore,
+    draw_qr,
+    encode_jpeg,
+    reachable_host,
+    snapshot_result,
+    snapshot_url,
+)
 from .stylizer import Stylizer
 
 log = logging.getLogger(__name__)
 
 KEYS_HELP = ("n/space: next style, p: previous, 1-9: pick, f: FPS overlay, c: colours, "
-             "e: enroll (y/n: agree/decline, n: cancel), q/Esc: quit")
+             "e: enroll (y/n: agree/decline, n: cancel), s: snapshot (kiosk.snapshots), "
+             "q/Esc: quit")
 
 
 class FpsMeter:
@@ -71,6 +84,19 @@ class Kiosk:
         self.notifier = Notifier()  # systemd: READY=1 and WATCHDOG=1 from this loop
         self._base_style = stylizer.style  # the style shown when no person's style applies
         self._person_style: Optional[str] = None  # the main person's style, while shown
+        # the newest frame as shown, after every filter, with every overlay but the QR code
+        self.final: Optional[np.ndarray] = None
+        self.http = next((o for o in outputs if isinstance(o, HttpOutput)), None)
+        self.snapshots: Optional[SnapshotStore] = None
+        self.qr = ShownQr()
+        if config.snapshots:
+            if self.http is None:
+                raise ConfigError("kiosk.snapshots: needs an http:// output in kiosk.output "
+                                  "to serve them")
+            self.snapshots = SnapshotStore(config.snapshot_ttl)
+        # called with each camera frame (the page's thumbnails), and what it must hide
+        self.on_frame: Optional[Callable[[np.ndarray, Callable[[np.ndarray], None]],
+                                         Any]] = None
 
     def set_style(self, name: str) -> str:
         """Switch style (any thread); raises StyleError or ModelError and keeps the old one.
@@ -127,10 +153,13 @@ class Kiosk:
             if self.faces is not None:
                 self.faces.post(frame)
             self.follow_person_style()
-            styled = self.stylizer(frame)
-            shown = self.compose(styled)
+            styled = self.stylizer(frame)  # every filter
+            self.final = self.compose(styled)  # then the overlays, on the final frame
+            shown = self.with_qr(self.final)
             for output in self.outputs:
                 self.on_key(output.show(shown))
+            if self.on_frame is not None:
+                self.on_frame(frame, self.hide_unknown)
             self.meter.tick()
             self.frames += 1
             if self.frames == 1:
@@ -158,6 +187,44 @@ class Kiosk:
             scale = max(0.5, shown.shape[0] / 720)
             outlined_text(shown, text, (10, int(30 * scale)), scale)
         return shown
+
+    def with_qr(self, final: np.ndarray) -> np.ndarray:
+        """``final`` with the newest snapshot's QR code while it is shown (on a copy: the
+        snapshot is taken from ``final``)."""
+        modules = self.qr.current(time.monotonic())
+        return final if modules is None else draw_qr(final.copy(), modules)
+
+    def hide_unknown(self, image: np.ndarray) -> None:
+        """With ``kiosk.blur_unknown``: pixelate on ``image`` (any size) every face the
+        screen pixelates (not recognised), as the face path last saw them."""
+        if self.faces is None or not self.faces.blur:
+            return
+        labels, size = self.faces.board.labels()
+        shape = (image.shape[1], image.shape[0])
+        for label in labels:
+            if label.decision != "match":
+                pixelate(image, scale_box(label.box, size, shape))
+
+    def take_snapshot(self, local: Optional[str] = None) -> Dict[str, Any]:
+        """The frame as shown now (stylized, with its overlays, faces not recognised
+        pixelated with kiosk.blur_unknown; not the QR code) as a JPEG in memory, served for
+        kiosk.snapshot_ttl seconds at an unguessable URL whose QR code the screen then shows
+        (any thread). ``local``: the address a page's request came in on, for the URL's
+        host (else the http:// output's address, else the LAN address; never loopback).
+        SnapshotError when snapshots are off or no frame was shown yet."""
+        if self.snapshots is None or self.http is None:
+            raise SnapshotError("snapshots are off (kiosk.snapshots)", HTTPStatus.NOT_FOUND)
+        final = self.final
+        if final is None:
+            raise SnapshotError("no frame shown yet")
+        snapshot = self.snapshots.add(encode_jpeg(final))
+        ttl = self.config.snapshot_ttl
+        url = snapshot_url(reachable_host(local or self.http.host), self.http.port, snapshot)
+        qr_seconds = min(self.config.snapshot_qr_seconds or ttl, ttl)
+        self.qr.show(url, time.monotonic() + qr_seconds)
+        log.info("snapshot taken: %d bytes, served for %.0f s, its QR code shown for %.0f s",
+                 len(snapshot.jpeg), ttl, qr_seconds)
+        return snapshot_result(url, snapshot, ttl)
 
     def display_size(self, width: int, height: int) -> Tuple[int, int]:
         w, h = self.config.display_width, self.config.display_height
@@ -187,6 +254,8 @@ class Kiosk:
             self.overlay = not self.overlay
         elif char == "c":
             self.stylizer.colors = not self.stylizer.colors
+        elif char == "s" and self.snapshots is not None:
+            self.take_snapshot()
 
     def step(self, offset: int) -> None:
         current = self._base_style

@@ -103,6 +103,7 @@ class HttpOutput(Output):
     def __init__(self, uri: str, host: str, port: int, quality: int,
                  limits: Optional[HttpLimits] = None):
         self.uri = uri
+        self.host = host  # the address it listens on (0.0.0.0: every one)
         try:
             self.server = MjpegServer(host, port, quality, limits)
         except OSError as exc:

@@ -1,6 +1,8 @@
 """The kiosk on MQTT: ``<prefix>/style/set`` commands and the retained ``style/state``;
 with the face path, walk-up enrollment: ``<prefix>/enroll/set`` (start with a name,
-accept, cancel) and each of its steps on ``<prefix>/enroll/state``.
+accept, cancel) and each of its steps on ``<prefix>/enroll/state``; with
+``kiosk.snapshots``, ``<prefix>/snapshot/set`` (action ``take``: its reply's result is the
+snapshot's URL, schemas/snapshot_result.schema.json).
 
 The kiosk has its own connection (client id ``<id>-kiosk``, availability on
 ``<prefix>/kiosk/availability``) beside the face-verification node's, and nothing to
@@ -35,6 +37,8 @@ class KioskRemote:
                                      self.topics.kiosk_availability, role="kiosk")
         self.commands = CommandRouter(self.link, self.topics, config.mqtt.max_command_bytes)
         self.commands.register("style", "set", self._set)
+        if kiosk.snapshots is not None:
+            self.commands.register("snapshot", "take", self._snapshot)
         if enrollment is not None:
             self._enrollment(enrollment)
         kiosk.listeners.append(lambda name: self.publish_state())
@@ -52,6 +56,12 @@ class KioskRemote:
             raise CommandError("style/set needs \"style\": one of " + ", ".join(self.styles))
         try:
             return {"style": self.kiosk.set_style(command["style"])}
+        except JetkioskError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _snapshot(self, command: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            return self.kiosk.take_snapshot()
         except JetkioskError as exc:
             raise CommandError(str(exc)) from exc
 

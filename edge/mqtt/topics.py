@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 from ..core.config import MqttConfig
 from ..core.errors import ConfigError
 
-COMMAND_TARGETS = ("recognition", "gallery", "style", "enroll")
+COMMAND_TARGETS = ("recognition", "gallery", "style", "enroll", "snapshot")
 MAX_TOPIC_BYTES = 65535  # MQTT's limit on a UTF-8 string
 MAX_RESPONSE_TOPIC_BYTES = 1024  # a requester's reply topic: far more than any real one
 

@@ -1,5 +1,5 @@
-"""Overlays are drawn on the final frame, after every filter: the FPS text, shown and then
-changed or gone, leaves nothing behind in later frames or in the
+"""Overlays are drawn on the final frame, after every filter: the FPS text and a snapshot's
+QR code, shown and then gone or changed, leave nothing behind in later frames or in the
 flicker filter's history (the filter smooths static areas over time, so anything fed back
 into it would linger as a smeared copy); and the FPS text's outline stays under its letters
 (the smeared dark copy beside the text was its outline drifting: see ``outlined_text``)."""
@@ -16,6 +16,7 @@ from jetkiosk.edge.core.config import KioskConfig
 from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
 from jetkiosk.edge.kiosk.flicker import FlickerFilter
 from jetkiosk.edge.kiosk.loop import Kiosk
+from jetkiosk.edge.kiosk.snapshots import draw_qr, qr_modules
 from jetkiosk.edge.kiosk.stylizer import Stylizer
 
 ASTRONAUT = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (640, 360))
@@ -29,18 +30,23 @@ def catalog():
     catalog.close()
 
 
-def run(catalog, overlay_on, display_width=0):
-    """The frames a kiosk with flicker control shows for FRAMES, the FPS overlay on for the
-    frame numbers in ``overlay_on``; and the flicker filter's history at the end."""
+def run(catalog, overlay_on, qr_on=(), display_width=0):
+    """The frames a kiosk with flicker control shows for FRAMES; the FPS overlay on for the
+    frame numbers in ``overlay_on``, a QR code for those in ``qr_on``; and the flicker
+    filter's history at the end."""
     config = KioskConfig(flicker=0.6, display_width=display_width)
     stylizer = Stylizer(catalog, "mosaic", 640, flicker=FlickerFilter(config.flicker))
     kiosk = Kiosk(config, stylizer, [], ["mosaic"])
     shown = []
     for i, frame in enumerate(FRAMES):
         kiosk.overlay = i in overlay_on
+        if i in qr_on:
+            kiosk.qr.show(f"http://192.0.2.7:8080/snapshots/{'x' * (32 + i)}.jpg", float("inf"))
+        else:
+            kiosk.qr.clear()
         kiosk.meter.times = [0.0, 1.0 / (3 + 7 * i)]  # the FPS text changes on every frame
         final = kiosk.compose(stylizer(frame))
-        shown.append(final.astype(np.int16))
+        shown.append(kiosk.with_qr(final).astype(np.int16))
     assert stylizer.flicker is not None and stylizer.flicker._previous_out is not None
     return shown, stylizer.flicker._previous_out.copy()
 
@@ -48,13 +54,19 @@ def run(catalog, overlay_on, display_width=0):
 @pytest.mark.parametrize("display_width", [0, 960])
 def test_overlays_that_change_or_go_leave_no_residue(catalog, display_width):
     plain, plain_history = run(catalog, (), display_width=display_width)
-    drawn, drawn_history = run(catalog, range(8), display_width=display_width)
-    # Where the text was on each frame it was drawn.
+    drawn, drawn_history = run(catalog, range(8), qr_on=(3, 4, 5),
+                               display_width=display_width)
+    # Where the text was on each frame it was drawn, and where the QR code was.
     text = [np.abs(d - p).max(axis=-1) > 40 for d, p in zip(drawn, plain)]
+    qr = np.abs(drawn[4] - plain[4]).max(axis=-1) > 40
     assert all(t[:60].sum() > 100 for t in text[:8])  # the text was there
+    assert qr[-150:, -150:].sum() > 2000  # the QR code was there
     assert not any(t.any() for t in text[8:])  # then gone: nothing differs anywhere
     for i in range(8, len(FRAMES)):
         assert np.abs(drawn[i] - plain[i]).max() <= 1, i
+    # The QR code gone, the text still there: no trace of the code's modules.
+    for i in (6, 7):
+        assert np.abs(drawn[i] - plain[i])[-150:, -150:].max() <= 1, i
     # The text changed from frame to frame: where the old text was and the new is not, the
     # frame is the plain one (no ghost of the old text).
     for i in range(1, 8):
@@ -63,6 +75,22 @@ def test_overlays_that_change_or_go_leave_no_residue(catalog, display_width):
         assert np.abs(drawn[i] - plain[i])[old_only].max(initial=0) <= 1, i
     # The filter's history never saw an overlay.
     assert np.abs(drawn_history - plain_history).max() <= 1e-3
+
+
+def test_the_shown_qr_code_reads_back_and_the_final_frame_has_none(catalog):
+    stylizer = Stylizer(catalog, "mosaic", 640, flicker=FlickerFilter())
+    kiosk = Kiosk(KioskConfig(), stylizer, [], ["mosaic"])
+    url = "http://192.0.2.7:8080/snapshots/AbCdEfGhIjKlMnOpQrStUvWxYz012345.jpg"
+    kiosk.qr.show(url, float("inf"))
+    final = kiosk.compose(stylizer(FRAMES[0]))
+    shown = kiosk.with_qr(final)
+    assert cv2.QRCodeDetector().detectAndDecode(shown)[0] == url
+    assert cv2.QRCodeDetector().detectAndDecode(final)[0] == ""
+    modules = qr_modules(url)
+    assert modules.dtype == bool and modules.shape[0] == modules.shape[1]
+    small = draw_qr(np.zeros((90, 160, 3), np.uint8), modules)  # fits a small frame too
+    assert cv2.QRCodeDetector().detectAndDecode(
+        cv2.resize(small, (640, 360), interpolation=cv2.INTER_NEAREST))[0] == url
 
 
 @pytest.mark.parametrize("display_width", [0, 1280])
