@@ -99,6 +99,7 @@ class Routes:
     """Paths a server answers beside its own (``/`` included, when ``get`` answers it)."""
 
     post_paths: Tuple[str, ...] = ()  # paths ``post`` takes
+    secret_paths: Tuple[str, ...] = ()  # prefixes of paths never logged whole (tokens)
 
     def get(self, path: str) -> Optional[Reply]:
         """The reply to a GET of ``path`` (None: not one of these paths). Runs on the serving
@@ -345,8 +346,11 @@ class MjpegServer:
         if len(words) != 3 or not words[2].startswith(b"HTTP/"):
             self._reply(client, error(HTTPStatus.BAD_REQUEST))
             return
-        log.debug("http %s: %r", client.peer, b" ".join(words))
         path = words[1].split(b"?", 1)[0]
+        secret = self.routes is not None and any(
+            path.startswith(p.encode()) for p in self.routes.secret_paths)
+        log.debug("http %s: %r", client.peer, b" ".join(
+            [words[0], path[:path.rindex(b"/") + 1] + b"..." if secret else words[1]]))
         posted = self.routes.post_paths if self.routes is not None else ()
         if words[0] == b"POST" and path.decode("latin-1") in posted:
             if client.length < 0:

@@ -104,6 +104,7 @@ class KioskPage(Routes):
     """The page and its paths for one kiosk (set as its http:// server's ``routes``)."""
 
     post_paths = ("/style", "/snapshot")
+    secret_paths = (SNAPSHOT_PATH,)
 
     def __init__(self, kiosk: Kiosk, thumbnails: Thumbnails):
         self.kiosk = kiosk

@@ -7,6 +7,7 @@ with snapshots off nothing of it exists."""
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import urllib.error
 from urllib.parse import urlsplit
@@ -95,7 +96,8 @@ def test_a_tap_takes_the_stylized_frame_served_until_its_ttl_and_shown_as_a_qr_c
     assert eventually(lambda: shown_qr(kiosk) == "")  # and its QR code with it
 
 
-def test_posted_snapshots_and_guessed_urls(kiosk):
+def test_posted_snapshots_and_guessed_urls(kiosk, caplog):
+    caplog.set_level(logging.DEBUG)
     result = json.loads(kiosk.post("/snapshot", b"").read())
     jsonschema.validate(result, schema("snapshot_result"))
     assert result["expires_in"] == TTL
@@ -108,6 +110,7 @@ def test_posted_snapshots_and_guessed_urls(kiosk):
                   f"/snapshots/{token}", f"/snapshots/{token}.jpg.jpg", "/snapshots/",
                   f"/snapshots/../snapshots/{token}.jpg", f"/snapshots/{token.upper()}.jpg"):
         assert expired(kiosk, guess), guess
+    assert "GET /snapshots/..." in caplog.text and token not in caplog.text  # never logged
     second = json.loads(kiosk.post("/snapshot", b"").read())
     assert second["url"] != result["url"]
     assert eventually(lambda: expired(kiosk, path) and expired(kiosk, local_path(second["url"])))
