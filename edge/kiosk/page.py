@@ -187,13 +187,15 @@ function open() { picker.classList.add('open'); keepOpen(); refresh(); state(); 
 function close() { picker.classList.remove('open'); }
 stream.addEventListener('click', () => picker.classList.contains('open') ? close() : open());
 picker.addEventListener('pointerdown', keepOpen);
+function load(img, tries) {
+  const next = new Image();
+  next.onload = () => { img.src = next.src; };
+  next.onerror = () => { if (tries > 0) setTimeout(() => load(img, tries - 1), 700); };
+  next.src = img.dataset.src + '?t=' + Date.now();
+}
 function refresh() {
   if (!picker.classList.contains('open')) return;
-  for (const img of document.querySelectorAll('button.style img')) {
-    const next = new Image();
-    next.onload = () => { img.src = next.src; };
-    next.src = img.dataset.src + '?t=' + Date.now();
-  }
+  for (const img of document.querySelectorAll('button.style img')) load(img, 2);
 }
 async function state() {
   try {
