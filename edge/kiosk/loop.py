@@ -4,10 +4,11 @@ Live sources hand over only their newest frame, so a slow network drops frames i
 lagging. Styles change by key, by a rotation timer and from other threads (MQTT, the page).
 
 Each frame goes through every filter first (the network, flicker control, colours, blend:
-``Stylizer``), then is scaled to the display size; overlays (face boxes and labels, a
-greeting, walk-up enrollment, the FPS text, a snapshot's QR code) are drawn on that final
-frame only, never fed back into a filter: a filter's history holds no overlay, so a moved
-or changed overlay leaves nothing behind.
+``Stylizer``); with the face path, each tracked face's luminance is blended back in
+(``kiosk.face_keep``, ``face_keep.py``); then the frame is scaled to the display size;
+overlays (face boxes and labels, a greeting, walk-up enrollment, the FPS text, a snapshot's
+QR code) are drawn on that final frame only, never fed back into a filter: a filter's
+history holds no overlay, so a moved or changed overlay leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..capture.sources import Source
 from ..core.config import KioskConfig
 from ..core.errors import ConfigError, JetkioskError, SourceError
 from ..service.sd_notify import Notifier
+from .face_keep import keep_faces
 from .faces import FacePath
 from .outputs import NO_KEY, HttpOutput, Output
 from .overlay import pixelate, scale_box
@@ -70,6 +72,9 @@ class Kiosk:
         """``faces``: the face path, given each frame read and drawing on each frame shown."""
         if config.rotate_every < 0:
             raise ConfigError(f"kiosk.rotate_every: must be >= 0, got {config.rotate_every}")
+        if not 0.0 <= config.face_keep <= 1.0:
+            raise ConfigError(f"kiosk.face_keep: must be between 0 and 1, got "
+                              f"{config.face_keep}")
         self.config = config
         self.stylizer = stylizer
         self.outputs = outputs
@@ -154,7 +159,7 @@ class Kiosk:
                 self.faces.post(frame)
             self.follow_person_style()
             styled = self.stylizer(frame)  # every filter
-            self.final = self.compose(styled)  # then the overlays, on the final frame
+            self.final = self.compose(styled, frame)  # then the overlays, on the final frame
             shown = self.with_qr(self.final)
             for output in self.outputs:
                 self.on_key(output.show(shown))
@@ -174,9 +179,12 @@ class Kiosk:
             log.info("%s: the source ended after %d frames", source.uri, self.frames)
         return self.frames
 
-    def compose(self, styled: np.ndarray) -> np.ndarray:
-        """``styled`` (through every filter) at the display size, with the overlays drawn on
-        a frame of its own: nothing drawn here reaches a filter's history."""
+    def compose(self, styled: np.ndarray, frame: Optional[np.ndarray] = None) -> np.ndarray:
+        """``styled`` (through every filter) with the faces of ``frame`` (the camera frame it
+        was made from) kept recognisable, at the display size, with the overlays drawn on a
+        frame of its own: nothing drawn here reaches a filter's history."""
+        if frame is not None:
+            styled = self.keep_faces(styled, frame)
         size = self.display_size(styled.shape[1], styled.shape[0])
         shown = styled.copy() if size == (styled.shape[1], styled.shape[0]) else \
             cv2.resize(styled, size, interpolation=cv2.INTER_LINEAR)
@@ -187,6 +195,21 @@ class Kiosk:
             scale = max(0.5, shown.shape[0] / 720)
             outlined_text(shown, text, (10, int(30 * scale)), scale)
         return shown
+
+    def keep_faces(self, styled: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """With the face path and ``kiosk.face_keep`` > 0: each tracked face's luminance from
+        ``frame`` blended back into a copy of ``styled`` (a feathered ellipse per box; see
+        ``face_keep``); with ``kiosk.blur_unknown``, only faces recognised (the others are
+        pixelated). Otherwise ``styled`` itself."""
+        strength = self.config.face_keep
+        if self.faces is None or strength <= 0.0:
+            return styled
+        labels, size = self.faces.board.labels()
+        boxes = [label.box for label in labels
+                 if not self.faces.blur or label.decision == "match"]
+        if not boxes:
+            return styled
+        return keep_faces(styled.copy(), frame, boxes, size, strength)
 
     def with_qr(self, final: np.ndarray) -> np.ndarray:
         """``final`` with the newest snapshot's QR code while it is shown (on a copy: the
