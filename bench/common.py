@@ -169,3 +169,82 @@ def crowd_frames(photos: List[np.ndarray], count: int, length: int) -> List[np.n
                                                         interpolation=cv2.INTER_AREA)
         out.append(canvas)
     return out
+
+
+def _pose_homography(tilt_x: float, tilt_y: float, roll: float, centre: Tuple[float, float],
+                     depth: float, size: Tuple[int, int], focal: float) -> np.ndarray:
+    """The homography taking a ``size`` (w, h) texture, centred on the optical axis's
+    ``centre`` offset and at ``depth`` (its pixels at depth ``focal`` are frame pixels),
+    turned by the angles (radians), into a SIZE frame (a pinhole camera)."""
+    cx, cy, cz = math.cos(tilt_x), math.cos(tilt_y), math.cos(roll)
+    sx, sy, sz = math.sin(tilt_x), math.sin(tilt_y), math.sin(roll)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    r = rz @ rx @ ry
+    k = np.array([[focal, 0, SIZE[0] / 2], [0, focal, SIZE[1] / 2], [0, 0, 1]])
+    t = np.array([centre[0], centre[1], depth])
+    # Texture pixel (u, v) -> plane point ((u - w/2), (v - h/2), 0) in focal-units.
+    plane = np.array([[1, 0, -size[0] / 2], [0, 1, -size[1] / 2], [0, 0, 1]], float)
+    return k @ np.c_[r[:, 0], r[:, 1], t] @ np.diag([depth / focal] * 2 + [1.0]) @ plane
+
+
+def planar_clip(photo: np.ndarray, frames: int, seed: int, still: bool = False
+                ) -> List[np.ndarray]:
+    """A 1280x720 clip of ``photo`` on a printed sheet (even seeds) or a phone screen (odd:
+    gamma, moire, a black bezel) waved in front of a pinhole camera over a background: from
+    one random pose to another (tilts up to 40 degrees about both axes, roll, moves, scale
+    changes), with blur and sensor noise; every choice seeded by ``seed``. ``still``: the
+    photo as it is (no sheet, no screen) held almost still (tilts and roll up to 3 degrees,
+    moves of 10 px): a person who holds the photo's pose in front of the camera."""
+    rng = np.random.default_rng(seed)
+    height = 400
+    width = round(photo.shape[1] * height / photo.shape[0])
+    tex = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+    if still:
+        pass
+    elif seed % 2:
+        tex = 255 * (tex / 255) ** rng.uniform(0.6, 1.6)  # the screen's gamma
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        period, angle = rng.uniform(2.5, 6), rng.uniform(0, math.pi)
+        wave = np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period)
+        grid = np.sin(math.pi * xx / 1.5) * np.sin(math.pi * yy / 1.5)  # the pixel grid
+        tex *= (1 + rng.uniform(0.05, 0.15) * wave + 0.05 * grid)[..., None]
+        tex = cv2.copyMakeBorder(tex, 24, 24, 16, 16, cv2.BORDER_CONSTANT, value=(8, 8, 8))
+    else:
+        tex = 0.8 * tex + 0.2 * tex.mean(axis=2, keepdims=True) + rng.uniform(-10, 20)
+        tex = cv2.copyMakeBorder(tex, 18, 18, 18, 18, cv2.BORDER_CONSTANT,
+                                 value=(235, 235, 230))
+    tex = np.clip(tex, 0, 255).astype(np.float32)
+    size = (tex.shape[1], tex.shape[0])
+    background = cv2.resize(rng.uniform(30, 200, (9, 16, 3)).astype(np.float32), SIZE,
+                            interpolation=cv2.INTER_CUBIC)
+    tilt, roll, move = (math.radians(3), math.radians(3), 10) if still else (
+        math.radians(40), 0.2, 250)
+
+    def pose() -> np.ndarray:  # tilt x, tilt y, roll, x, y, depth
+        return np.array([rng.uniform(-tilt, tilt), rng.uniform(-tilt, tilt),
+                         rng.uniform(-roll, roll), rng.uniform(-move, move),
+                         rng.uniform(-move, move) * 0.4, rng.uniform(800, 1400)])
+
+    start = pose()
+    end = start + (pose() - start) * [1, 1, 1, 1, 1, 0.05] if still else pose()
+    blur, noise = rng.uniform(0.3, 1.5), rng.uniform(1, 5)
+    tex8 = tex.astype(np.uint8)
+    back8 = np.clip(background, 0, 255).astype(np.uint8)
+    # Sensor noise: crops of one field drawn per clip (drawing a field per frame costs more
+    # than the rest of the frame).
+    grain = (rng.standard_normal((SIZE[1] + 32, SIZE[0] + 32, 3), np.float32) * noise
+             ).astype(np.int16)
+    out = []
+    for t in np.linspace(0, 1, frames):
+        p = start + (end - start) * t + rng.normal(0, 1, 6) * [0.01, 0.01, 0.005, 3, 3, 5]
+        h = _pose_homography(p[0], p[1], p[2], (p[3], p[4]), p[5], size, 1000.0)
+        frame = back8.copy()
+        cv2.warpPerspective(tex8, h, SIZE, dst=frame, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_TRANSPARENT)
+        dy, dx = rng.integers(0, 32, 2)
+        frame = (cv2.GaussianBlur(frame, (0, 0), blur).astype(np.int16)
+                 + grain[dy:dy + SIZE[1], dx:dx + SIZE[0]])
+        out.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return out

