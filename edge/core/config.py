@@ -338,19 +338,22 @@ class LivenessConfig:
                              "(in its last liveness.window scores) and still be live", low=0)
     window: int = setting(30, "frames of a track kept for the passive scores and the "
                           "landmark geometry", low=2, high=1000)
-    parallax: float = setting(0.08, "geometry: the nose's offset from where the plane of the "
+    need_3d: bool = setting(True, "require: a match also needs the track to have moved as a "
+                            "3-D head (a small turn of the head); false: the passive check "
+                            "alone decides and the geometry only reports")
+    parallax: float = setting(0.16, "geometry: the nose's offset from where the plane of the "
                               "eyes and mouth corners puts it, in eye distances, above which "
-                              "the face moved as a 3-D head", low=0, high=1)
+                              "the face moved as a 3-D head (bench/liveness.py)", low=0, high=1)
     motion: float = setting(0.05, "geometry: how far the eyes and mouth corners moved as a "
                             "turned plane (their departure from a similarity transform, in eye "
-                            "distances) before a face with no parallax counts as planar",
+                            "distances) before a face with no parallax is reported planar",
                             low=0, high=1)
     challenge: str = setting("none", "turn: a kiosk greets a match only after the head turns "
                              "to a random side, as the screen asks, and moves as a 3-D head",
                              ("none", "turn"))
-    challenge_turn: float = setting(0.15, "turn challenge: the yaw asked for, as the nose's "
-                                    "offset from between the eyes over the eye distance",
-                                    low=0.05, high=0.6)
+    challenge_turn: float = setting(0.2, "turn challenge: the yaw asked for, as the nose's "
+                                    "offset from between the eyes over the eye distance "
+                                    "(0.2: about 20 degrees)", low=0.05, high=0.6)
     challenge_seconds: float = setting(6.0, "turn challenge: seconds to turn before the "
                                        "decision is not_verified_live", low=1, high=120)
 

@@ -46,7 +46,7 @@ class FaceEvent:
             decision = "uncertain"
         live: Dict[str, Any] = {}
         if liveness is not None:
-            decision, verdict = liveness.decide(track, decision,
+            decision, verdict = liveness.decide(track, te.label, decision,
                                                 decision == "match" and te.kind != "end")
             live = verdict.as_dict()
         return cls(

@@ -2,13 +2,15 @@
 at a kiosk, a turn challenge, each frame's evidence kept on the track and decided against
 ``liveness.mode``.
 
-A track is ``live`` once it has ``liveness.frames`` passive scores whose median is at least
-``liveness.threshold``, its passive verdict has crossed the threshold at most
-``liveness.max_flips`` times, its landmarks have not moved as a plane, and a turn challenge
-(when one is asked) was met. It is a ``spoof`` when its scores or its geometry say so or flip
-(a 3-D head that also moved as a plane); otherwise ``not_verified_live`` (not enough evidence
-yet, or the passive check is not loaded). Under ``require`` a match that is not live is
-published with the liveness decision instead of ``match``.
+A track is a ``spoof`` once it has ``liveness.frames`` passive scores whose median is below
+``liveness.threshold``, or when its passive verdict crossed the threshold more than
+``liveness.max_flips`` times (a score that flips is not live). It is ``live`` when its
+scores are live, its landmarks have moved as a 3-D head at least once (``liveness.need_3d``)
+and a turn challenge, when one is asked, was met; otherwise ``not_verified_live`` (not
+enough evidence yet, or the passive check is not loaded). A "planar" geometry is reported
+but decides nothing: real faces changing expression look planar too (bench/liveness.py).
+Under ``require`` a match that is not live is published with the liveness decision instead
+of ``match``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -52,8 +54,8 @@ class Verdict:
 OFF = Verdict(None, None, (), "liveness.mode is off")
 
 
-def photo_verdict(config: LivenessConfig, score: Optional[float]) -> Verdict:
-    """A single photo's verdict: the passive check alone (there is no motion to judge)."""
+def passive_verdict(config: LivenessConfig, score: Optional[float]) -> Verdict:
+    """What the passive check alone says of one face."""
     if config.mode == "off":
         return OFF
     if score is None:
@@ -61,6 +63,17 @@ def photo_verdict(config: LivenessConfig, score: Optional[float]) -> Verdict:
     live = score >= config.threshold
     return Verdict(LIVE if live else SPOOF, score, ("passive",),
                    f"live score {score:.3f} {'>=' if live else '<'} {config.threshold}")
+
+
+def photo_verdict(config: LivenessConfig, score: Optional[float]) -> Verdict:
+    """A single photo's verdict: the passive check; one photo shows no head moving, so with
+    ``liveness.need_3d`` a live score is not enough."""
+    verdict = passive_verdict(config, score)
+    if verdict.decision == LIVE and config.need_3d:
+        return Verdict(NOT_VERIFIED, score, verdict.checks,
+                       f"{verdict.reason}; one photo shows no 3-D head movement "
+                       "(liveness.need_3d)")
+    return verdict
 
 
 def gated(config: LivenessConfig, decision: str, verdict: Verdict) -> str:
@@ -120,17 +133,17 @@ class TrackLiveness:
         self.encoded = 0  # faces of the track encoded (``due``)
         self.landmarks = LandmarkTrack(config.window, config.parallax, config.motion)
         self.geometry: Optional[Geometry] = None
-        self.seen: Set[str] = set()  # geometry verdicts seen: 3d, planar
+        self.moved_3d = False  # the geometry has said "3d" at least once
         self.challenge: Optional[TurnChallenge] = None
         self.solid_since_asked = False
         self.published: Optional[Tuple[str, ...]] = None  # what was last published of it
+        self.label: Optional[str] = None  # the track's decision this evidence was gathered for
 
     def observe(self, landmarks: np.ndarray) -> None:
         """One frame's landmarks of the track's face."""
         self.landmarks.add(landmarks)
         self.geometry = self.landmarks.judge()
-        if self.geometry.verdict in ("3d", "planar"):
-            self.seen.add(self.geometry.verdict)
+        self.moved_3d |= self.geometry.verdict == "3d"
         if self.challenge is not None:
             self.solid_since_asked |= self.geometry.verdict == "3d"
             self.challenge.observe(landmarks, self.solid_since_asked)
@@ -163,10 +176,6 @@ class TrackLiveness:
             return Verdict(decision, score, checks, reason, self.geometry, challenge)
 
         geometry = self.geometry.verdict if self.geometry else "still"
-        if {"3d", "planar"} <= self.seen:
-            return out(SPOOF, "the landmarks moved as a 3-D head and also as a plane")
-        if geometry == "planar":
-            return out(SPOOF, "the landmarks moved as a plane (a photo or a screen)")
         if self.flips() > c.max_flips:
             return out(SPOOF, f"the live score crossed {c.threshold} {self.flips()} times")
         if score is not None and len(self.scores) >= c.frames and score < c.threshold:
@@ -175,9 +184,13 @@ class TrackLiveness:
             return out(NOT_VERIFIED, "the passive check is not loaded")
         if len(self.scores) < c.frames:
             return out(NOT_VERIFIED, f"{len(self.scores)} of {c.frames} live scores")
+        if c.need_3d and not self.moved_3d:
+            return out(NOT_VERIFIED, f"live score {score:.3f}, no 3-D head movement seen yet "
+                                     f"(geometry {geometry})")
         if self.challenge is not None and not self.challenge.passed:
             return out(NOT_VERIFIED, f"turn {self.challenge.side} asked, not made yet")
-        return out(LIVE, f"live score {score:.3f} >= {c.threshold}, geometry {geometry}")
+        return out(LIVE, f"live score {score:.3f} >= {c.threshold}, geometry "
+                         f"{'3d seen' if self.moved_3d else geometry}")
 
 
 class LivenessPolicy:
@@ -215,7 +228,15 @@ class LivenessPolicy:
             live.challenge.ask()
         return live.verdict(self.passive)
 
-    def decide(self, track: Track, decision: str, named: bool) -> Tuple[str, Verdict]:
-        """The decision to publish for ``track`` and its verdict."""
+    def decide(self, track: Track, label: str, decision: str, named: bool,
+               ) -> Tuple[str, Verdict]:
+        """The decision to publish for ``track``, now decided as ``label``, and its verdict.
+        Evidence belongs to the person it was gathered for: when a track's label changes
+        (another face took its place: a live face swapped for a photo) it starts again."""
+        if self.on:
+            live = self.state(track)
+            if live.label is not None and live.label != label:
+                track.live = live = TrackLiveness(self.config)
+            live.label = label
         verdict = self.verdict(track, named)
         return gated(self.config, decision, verdict), verdict

@@ -29,7 +29,7 @@ from ..faces.analyzer import Face, FaceAnalyzer
 from ..faces.decisions import Matcher
 from ..faces.detection import Detection
 from ..faces.gallery import enroll_encodings
-from ..faces.live_decision import LIVE, photo_verdict
+from ..faces.live_decision import LIVE, passive_verdict
 from ..faces.tracker import Track
 from ..node.daemon import Runner
 from ..node.sinks import Sink, sink_uris
@@ -208,14 +208,14 @@ def enrollment_faces(analyzer: FaceAnalyzer, liveness: LivenessConfig,
                      ) -> Callable[[np.ndarray], List[Face]]:
     """What walk-up enrollment analyses a frame with: with ``liveness.mode = "require"`` a
     face that the passive check does not find live is rejected, so a photo or a screen
-    shown to the kiosk is never enrolled."""
+    shown to the kiosk is never enrolled (the head turns it asks for are its movement)."""
     if liveness.mode != "require":
         return analyzer.analyze
 
     def analyze(frame: np.ndarray) -> List[Face]:
         faces = analyzer.analyze(frame, live=True)
         for face in faces:
-            verdict = photo_verdict(liveness, face.live)
+            verdict = passive_verdict(liveness, face.live)
             if face.encoding is not None and verdict.decision != LIVE:
                 face.encoding, face.rejected = None, f"not live: {verdict.reason}"
         return faces

@@ -47,6 +47,9 @@ def landmarks(turn: float, planar: bool = False, noise: float = 0.0) -> np.ndarr
     return (xy + NOISE.normal(0, noise, xy.shape)).astype(np.float32)
 
 
+TURN = list(range(0, 29, 2)) + list(range(28, -1, -4))  # degrees: a turn and back
+
+
 def config(**values):
     return load_config(overrides=[f"liveness.{k}={v}" for k, v in values.items()]).liveness
 
@@ -57,7 +60,7 @@ def test_the_synthetic_head_turns_as_yaw_says():
 
 
 def test_passive_scores_decide_after_enough_frames():
-    live = TrackLiveness(config(frames=3, threshold=0.5))
+    live = TrackLiveness(config(frames=3, threshold=0.5, need_3d="false"))
     live.observe(landmarks(0))
     assert live.verdict(True).decision == NOT_VERIFIED  # no score yet
     for score in (0.9, 0.95):
@@ -86,18 +89,26 @@ def test_a_flipping_score_is_not_live():
     assert TrackLiveness(config(max_flips=2)).flips() == 0
 
 
-def test_geometry_rejects_a_tilted_photo_and_accepts_a_turning_head():
+def test_a_live_score_is_not_enough_without_3d_movement():
     photo, head = TrackLiveness(config()), TrackLiveness(config())
     for track in (photo, head):
         for _ in range(3):
-            track.score(0.99)
-    for turn in range(0, 36, 3):  # both turn by 35 degrees, with a pixel of noise
+            track.score(0.99)  # a photo good enough to fool the passive check
+    for turn in range(-28, 29, 4):  # both turn from side to side, half a pixel of noise
         photo.observe(landmarks(turn, planar=True, noise=0.5))
         head.observe(landmarks(turn, noise=0.5))
-    assert photo.verdict(True).decision == SPOOF
-    assert photo.verdict(True).geometry.verdict == "planar"
+    verdict = photo.verdict(True)
+    assert verdict.decision == NOT_VERIFIED and "no 3-D head movement" in verdict.reason
+    assert verdict.geometry.verdict in ("planar", "still")
     assert head.verdict(True).decision == LIVE
     assert head.verdict(True).geometry.verdict == "3d"
+    head.observe(landmarks(20, planar=True))  # 3-D movement once seen is kept
+    assert head.verdict(True).decision == LIVE
+    # With liveness.need_3d off, the passive check alone decides.
+    passive_only = TrackLiveness(config(need_3d="false"))
+    for _ in range(3):
+        passive_only.score(0.99)
+    assert passive_only.verdict(True).decision == LIVE
 
 
 def test_no_landmarks_is_no_evidence_and_no_error():
@@ -107,12 +118,14 @@ def test_no_landmarks_is_no_evidence_and_no_error():
         track.observe(np.zeros((5, 2), np.float32))
         track.score(0.99)
     verdict = track.verdict(True)
-    assert verdict.geometry.verdict == "still" and verdict.decision == LIVE
+    assert verdict.geometry.verdict == "still" and verdict.decision == NOT_VERIFIED
 
 
 def test_require_gates_only_matches():
     spoof = photo_verdict(config(mode="require"), 0.1)
-    live = photo_verdict(config(mode="require"), 0.9)
+    live = photo_verdict(config(mode="require", need_3d="false"), 0.9)
+    still = photo_verdict(config(mode="require"), 0.9)  # one photo: no movement to see
+    assert still.decision == NOT_VERIFIED and "no 3-D head movement" in still.reason
     assert (spoof.decision, live.decision) == (SPOOF, LIVE) and spoof.checks == ("passive",)
     assert gated(config(mode="require"), "match", spoof) == SPOOF
     assert gated(config(mode="require"), "match", live) == "match"
@@ -131,7 +144,7 @@ class Clock:
         return self.now
 
 
-def challenged(side: str, **values):
+def challenged(side: str, planar: bool = False, **values):
     """A require policy with challenges, its clock, and a live-scored track asked to turn
     to ``side`` (the random choice fixed)."""
     clock = Clock()
@@ -141,8 +154,8 @@ def challenged(side: str, **values):
     track = Track(1, np.zeros(4))
     for _ in range(3):
         policy.state(track).score(0.99)
-    policy.state(track).observe(landmarks(0))
-    decision, verdict = policy.decide(track, "match", named=True)
+    policy.state(track).observe(landmarks(0, planar))
+    decision, verdict = policy.decide(track, "ann", "match", named=True)
     assert decision == NOT_VERIFIED and verdict.challenge["side"] == side
     assert verdict.challenge["state"] == "asked" and "challenge" in verdict.checks
     return policy, track, clock
@@ -151,24 +164,24 @@ def challenged(side: str, **values):
 @pytest.mark.parametrize("side,sign", [("left", 1), ("right", -1)])
 def test_turn_challenge_is_met_by_a_head_turning_the_asked_way(side, sign):
     policy, track, _ = challenged(side)
-    for turn in range(0, 25, 3):
+    for turn in TURN:
         policy.state(track).observe(landmarks(sign * turn, noise=0.3))
-    decision, verdict = policy.decide(track, "match", named=True)
+    decision, verdict = policy.decide(track, "ann", "match", named=True)
     assert decision == "match" and verdict.decision == LIVE
     assert verdict.challenge["state"] == "passed"
 
 
 def test_turn_challenge_is_not_met_the_wrong_way_or_by_a_photo():
     policy, track, _ = challenged("left")
-    for turn in range(0, 25, 3):
+    for turn in TURN:
         policy.state(track).observe(landmarks(-turn, noise=0.3))  # to the right
-    assert policy.decide(track, "match", named=True)[0] == NOT_VERIFIED
+    assert policy.decide(track, "ann", "match", named=True)[0] == NOT_VERIFIED
 
-    policy, photo, _ = challenged("left")
-    for turn in range(0, 36, 3):
+    policy, photo, _ = challenged("left", planar=True)
+    for turn in TURN:
         policy.state(photo).observe(landmarks(turn, planar=True, noise=0.3))
-    decision, verdict = policy.decide(photo, "match", named=True)
-    assert decision == SPOOF and verdict.challenge["state"] == "asked"  # yaw alone is not enough
+    decision, verdict = policy.decide(photo, "ann", "match", named=True)
+    assert decision == NOT_VERIFIED and verdict.challenge["state"] == "asked"
 
 
 def test_turn_challenge_is_asked_again_after_its_time():
@@ -183,7 +196,7 @@ def test_turn_challenge_is_asked_again_after_its_time():
 def test_mode_off_checks_nothing():
     policy = LivenessPolicy(config(mode="off"), True)
     track = Track(1, np.zeros(4))
-    assert policy.decide(track, "match", named=True) == ("match", OFF)
+    assert policy.decide(track, "ann", "match", named=True) == ("match", OFF)
     assert track.live is None
 
 
@@ -197,3 +210,20 @@ def test_a_track_is_scored_less_often_once_it_has_its_scores():
     assert pattern == [True] * 3 + [False, False, True] * 3
     every = TrackLiveness(config(rescore_every=1))
     assert all(every.due() for _ in range(10))
+
+
+def test_evidence_starts_again_when_another_face_takes_over_the_track():
+    """A live face that moved, then swapped for a photo of someone enrolled in the same
+    place: the new name gets none of the live face's evidence."""
+    policy = LivenessPolicy(config(mode="require"), True)
+    track = Track(1, np.zeros(4))
+    for turn in range(-28, 29, 4):
+        policy.state(track).observe(landmarks(turn, noise=0.3))
+    for _ in range(3):
+        policy.state(track).score(0.99)
+    assert policy.decide(track, "", "unknown", named=False)[1].decision == LIVE
+    decision, verdict = policy.decide(track, "victim", "match", named=True)
+    assert decision == NOT_VERIFIED and verdict.reason == "0 of 3 live scores"
+    for _ in range(3):
+        policy.state(track).score(0.1)  # the photo
+    assert policy.decide(track, "victim", "match", named=True)[0] == SPOOF

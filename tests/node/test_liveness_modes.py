@@ -57,9 +57,9 @@ def enrolled(config, analyzer, samples):
     return config
 
 
-def run_events(config, analyzer, clip, mode: str, sink: str):
-    configure(config, {"liveness.mode": mode, "run.source": f"file://{clip}",
-                       "run.sink": sink})
+def run_events(config, analyzer, clip, mode: str, sink: str, need_3d: bool = True):
+    configure(config, {"liveness.mode": mode, "liveness.need_3d": need_3d,
+                       "run.source": f"file://{clip}", "run.sink": sink})
     with Runner(config, analyzer, lambda: Matcher(load_gallery(config.gallery_path), 1.0)) \
             as runner:
         assert runner.start().run() == 63
@@ -74,7 +74,8 @@ def test_require_publishes_a_spoof_over_mqtt_and_keeps_it_on_record(enrolled, an
     watcher = Subscriber(broker.port, "#", persistent=False)
     configure(enrolled, {"mqtt.broker": broker.uri, "mqtt.node": "door",
                          "mqtt.outbox": str(tmp_path / "outbox.db")})
-    run_events(enrolled, analyzer, clip, "require", "mqtt")
+    # The clip is two photos held still: no head moves, so the passive check alone decides.
+    run_events(enrolled, analyzer, clip, "require", "mqtt", need_3d=False)
     assert watcher.wait(lambda: watcher.payloads("jetkiosk/door/availability")[-1:]
                         == [b"offline"])
     watcher.close()
@@ -100,9 +101,20 @@ def test_require_publishes_a_spoof_over_mqtt_and_keeps_it_on_record(enrolled, an
     assert [e["name"] for e in audit if e["action"] == "match"] == ["live_person"]
 
 
+def test_require_needs_a_head_that_moved(enrolled, analyzer, clip, tmp_path):
+    out = tmp_path / "still.jsonl"
+    run_events(enrolled, analyzer, clip, "require", f"jsonl:{out}")
+    seen = by_name(read_jsonl(out))
+    live = seen["live_person", "new"]
+    assert live["decision"] == "not_verified_live" and live["live"]["score"] > 0.9
+    assert "no 3-D head movement seen" in live["live"]["reason"]
+    assert live["live"]["geometry"]["verdict"] == "still"
+    assert seen["photo_person", "new"]["decision"] == "spoof"
+
+
 def test_report_and_off_leave_decisions_alone(enrolled, analyzer, clip, tmp_path):
     out = tmp_path / "report.jsonl"
-    run_events(enrolled, analyzer, clip, "report", f"jsonl:{out}")
+    run_events(enrolled, analyzer, clip, "report", f"jsonl:{out}", need_3d=False)
     seen = by_name(read_jsonl(out))
     assert seen["photo_person", "new"]["decision"] == "match"
     assert seen["photo_person", "new"]["live"]["decision"] == "spoof"
@@ -126,6 +138,10 @@ def test_verify_and_identify_say_what_liveness_found(enrolled, shared, capsys):
     common = ["--models", str(enrolled.models_dir), "--gallery", str(enrolled.gallery_path),
               "--json", "--set", "gallery.threshold=1.0"]
     require = [*common, "--set", "liveness.mode=require"]
+    code, out = cli(capsys, "verify", str(samples / f"{LIVE}.jpg"), "--as", "live_person",
+                    *require)  # one photo shows no head movement: not enough by default
+    assert code == 1 and out[0]["decision"] == "not_verified_live"
+    require.extend(["--set", "liveness.need_3d=false"])  # the passive check alone
     code, out = cli(capsys, "verify", str(samples / f"{LIVE}.jpg"), "--as", "live_person",
                     *require)
     assert code == 0 and out[0]["decision"] == "match" and out[0]["live"]["decision"] == "live"
