@@ -16,14 +16,16 @@ from jetkiosk.edge.core.errors import ModelError
 from jetkiosk.edge.faces.analyzer import FaceAnalyzer, configured_detector
 from jetkiosk.edge.faces.decisions import Matcher
 from jetkiosk.edge.faces.detection import Detection
+from jetkiosk.edge.faces.detector import FaceDetector
 from jetkiosk.edge.faces.encoder import FaceEncoder
 from jetkiosk.edge.faces.gallery import Gallery
+from jetkiosk.edge.faces.liveness import LivenessCheck
 from jetkiosk.edge.faces.open_set import ThresholdRule, threshold_rule
 from jetkiosk.edge.kiosk.catalog import StyleCatalog
 from jetkiosk.edge.kiosk.model import StyleModel
 from jetkiosk.edge.kiosk.stylizer import Stylizer
 from jetkiosk.edge.runtime.backend import Backend, load_backend
-from jetkiosk.edge.runtime.manifest import Manifest
+from jetkiosk.edge.runtime.manifest import Manifest, load_precision, manifest_path
 
 
 def _lenient(config: Config) -> Config:
@@ -38,6 +40,12 @@ def _lenient(config: Config) -> Config:
 
 def _ort(manifest: Manifest) -> Backend:
     return load_backend("onnxruntime", manifest)
+
+
+def _detector(config: Config) -> FaceDetector:
+    """The configured detector at FP32 on ONNX Runtime: the faces liveness is asked about."""
+    path = manifest_path(config.models_dir, config.models.detector)
+    return configured_detector(config, _ort(load_precision(path, "fp32", "onnxruntime")))
 
 
 def _stylizer(config: Config, manifest: Manifest, backend: Backend) -> Stylizer:
@@ -58,6 +66,9 @@ def capture(config: Config, manifest: Manifest) -> Capture:
         analyzer = FaceAnalyzer(_lenient(config))
         analyzer.encoder = FaceEncoder(recorder, max_batch=config.encoder.max_batch)
         return lambda image: (analyzer.analyze(image), recorder.take())[1]
+    if manifest.task == "face-liveness":
+        detector, check = _detector(config), LivenessCheck([recorder])
+        return lambda image: (check.scores(image, detector.detect(image)), recorder.take())[1]
     if manifest.task == "style-transfer":
         stylizer = _stylizer(config, manifest, recorder)
         return lambda image: (stylizer(image), recorder.take())[1]
@@ -172,6 +183,36 @@ def compare_encoder(reference: Tuple[np.ndarray, List[Decided]],
             "wrong_names_added": float(len(wrong))}
 
 
+# Live scores closer than this to ``liveness.threshold`` are "at the edge": INT8 noise may move
+# them across, and the gate lets those decisions change and no other.
+LIVE_EDGE = 0.05
+Shot = Tuple[np.ndarray, List[Detection]]
+
+
+def live_scores(backend: Backend, shots: Sequence[Shot]) -> np.ndarray:
+    """One model's live score (its softmax live-class probability) for every face: the
+    runtime's check over that model alone (its crops, one batch per picture)."""
+    check = LivenessCheck([backend])
+    return np.asarray([s for image, found in shots for s in check.scores(image, found)],
+                      np.float64)
+
+
+def compare_liveness(reference: np.ndarray, candidate: np.ndarray, threshold: float
+                     ) -> Dict[str, float]:
+    """FP32 and quantized live scores of the same faces: mean and largest difference, and the
+    live/spoof decisions at ``threshold`` that changed (all; those whose FP32 score lies
+    LIVE_EDGE or more from the threshold)."""
+    if len(reference) == 0:
+        raise ModelError("liveness gate: the detector found no face in the held-out pictures")
+    delta = np.abs(candidate - reference)
+    changed = (reference >= threshold) != (candidate >= threshold)
+    clear = changed & (np.abs(reference - threshold) >= LIVE_EDGE)
+    return {"faces": float(len(reference)), "live_fp32": float(np.mean(reference >= threshold)),
+            "live_delta_mean": float(delta.mean()), "live_delta_max": float(delta.max()),
+            "decisions_changed": float(changed.sum()),
+            "clear_decisions_changed": float(clear.sum())}
+
+
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
@@ -198,7 +239,8 @@ Comparison = Callable[[Backend, Backend], Dict[str, float]]
 
 def comparison(config: Config, manifest: Manifest, heldout: Sequence[Path]) -> Comparison:
     """(fp32 backend, quantized backend) -> the gate's metrics on ``heldout``. Held-out
-    pictures are read (and, for the encoder, faces aligned) once for every attempt."""
+    pictures are read (and, for the encoder, faces aligned; for liveness, faces detected)
+    once for every attempt."""
     if manifest.task == "face-encoder":
         people: Dict[str, List[Item]] = {}
         for root in heldout:
@@ -208,6 +250,11 @@ def comparison(config: Config, manifest: Manifest, heldout: Sequence[Path]) -> C
         return lambda ref, q: compare_encoder(identify(FaceEncoder(ref), faces, tau, margin),
                                               identify(FaceEncoder(q), faces, tau, margin))
     pictures = [frame(item) for item in candidates(heldout)]
+    if manifest.task == "face-liveness":
+        detector, threshold = _detector(config), config.liveness.threshold
+        shots = [(image, detector.detect(image)) for image in pictures]
+        return lambda ref, q: compare_liveness(live_scores(ref, shots), live_scores(q, shots),
+                                               threshold)
     if manifest.task == "face-detector":
         return lambda ref, q: compare_detector(config, ref, q, pictures)
     return lambda ref, q: compare_style(config, manifest, ref, q, pictures)
