@@ -40,6 +40,50 @@ def per_face(a, check, shots: List[Tuple[np.ndarray, list]]) -> Tuple[float, flo
     return live / faces, enc / faces
 
 
+def in_loop(a, frames: List[np.ndarray], rescore: int) -> Tuple[float, int, int]:
+    """The capture loop over ``frames`` (report mode, ``liveness.rescore_every`` = ``rescore``):
+    its live stage's time over its embed stage's, faces encoded and faces scored."""
+    from jetkiosk.edge.capture.sources import Source
+    from jetkiosk.edge.core.config import load_config
+    from jetkiosk.edge.faces.decisions import Matcher
+    from jetkiosk.edge.faces.gallery import Gallery
+    from jetkiosk.edge.node.loop import CaptureLoop
+    from jetkiosk.edge.node.sinks import Sink
+
+    class Frames(Source):
+        uri = "memory://crowd"
+
+        def frames(self):
+            for frame in frames:
+                yield frame, time.monotonic()
+
+    class Drop(Sink):
+        def publish(self, event, crop=None) -> None:
+            pass
+
+    config = load_config(overrides=[f"models.dir={models_dir()}",
+                                    f"liveness.rescore_every={rescore}"])
+    loop = CaptureLoop(config, a, Matcher(Gallery("x", a.fingerprint, a.encoder.dim), 1.0),
+                       Drop())
+    counts = {"encoded": 0, "scored": 0}
+    score_live = a.score_live
+
+    def counted(shots) -> None:
+        counts["scored"] += sum(len(faces) for _, faces in shots)
+        score_live(shots)
+
+    a.score_live = counted
+    encode = a.encoder.encode
+    a.encoder.encode = lambda crops: (counts.__setitem__("encoded", counts["encoded"]
+                                                         + len(crops)), encode(crops))[1]
+    try:
+        loop.run(Frames())
+    finally:
+        del a.score_live, a.encoder.encode  # back to the class's own methods
+    stages = loop.stage_seconds
+    return stages["live"] / stages["embed"], counts["encoded"], counts["scored"]
+
+
 def follow(a, frames: List[np.ndarray]) -> List[Optional[np.ndarray]]:
     """The landmarks of one face through ``frames`` (None where it is not found): the
     largest face first, then the face overlapping the last one found most (IoU >= 0.3),
@@ -179,6 +223,13 @@ def main() -> None:
         live, enc = per_face(a, check, shots)
         print(f"{count} faces/frame: liveness {live * 1000:.2f} ms/face, encoder "
               f"{enc * 1000:.2f} ms/face, liveness/encoder {live / enc * 100:.1f}%")
+    clip = 12 if args.quick else 90
+    for count in (1, 5):
+        frames = crowd_frames(lfw_faces(count), count, clip)
+        for rescore in (1, 3):
+            share, encoded, scored = in_loop(a, frames, rescore)
+            print(f"loop, {count} faces x {clip} frames, rescore_every {rescore}: {encoded} "
+                  f"faces encoded, {scored} scored; live stage / embed stage {share * 100:.1f}%")
     settings = load_config(overrides=[f"liveness.{name}={value}" for name, value in (
         ("parallax", args.parallax), ("motion", args.motion)) if value is not None]).liveness
     print(f"# landmark geometry: window {settings.window}, parallax > {settings.parallax}, "

@@ -141,6 +141,8 @@ CASES = [
             ("image_T1", "live"), ("image_F1", "spoof"), ("image_F2", "spoof"))),
         *(rf"{n} faces/frame: liveness {NUMBER} ms/face, encoder {NUMBER} ms/face, "
           rf"liveness/encoder {NUMBER}%" for n in (1, 5)),
+        *(rf"loop, {n} faces x 12 frames, rescore_every {r}: \d+ faces encoded, \d+ scored; "
+          rf"live stage / embed stage {NUMBER}%" for n in (1, 5) for r in (1, 3)),
         rf"# landmark geometry: window \d+, parallax > {NUMBER}, motion > {NUMBER}",
         (rf"geometry: {NUMBER} ms per LandmarkTrack\.add \+ judge \(one face, one frame, "
          r"full window\)"),
