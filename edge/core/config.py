@@ -353,7 +353,7 @@ class LivenessConfig:
                              ("none", "turn"))
     challenge_turn: float = setting(0.2, "turn challenge: the yaw asked for, as the nose's "
                                     "offset from between the eyes over the eye distance "
-                                    "(0.2: about 20 degrees)", low=0.05, high=0.6)
+                                    "(0.2: about 17 degrees)", low=0.05, high=0.6)
     challenge_seconds: float = setting(6.0, "turn challenge: seconds to turn before the "
                                        "decision is not_verified_live", low=1, high=120)
 
