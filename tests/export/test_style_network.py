@@ -152,6 +152,36 @@ def test_training_lowers_the_cost_and_resumes_from_its_checkpoint(tmp_path):
     assert torch.load(str(tmp_path / "v16.ckpt"), weights_only=False)["step"] == 2
 
 
+def test_training_prints_its_device_time_per_step_and_eta(tmp_path):
+    """A tiny run: the device first, then ``step k/n, s/step, ETA`` after the first step,
+    every ``report_every`` steps and the last, with a falling ETA; a resumed run counts on
+    from its checkpoint."""
+    import re
+
+    style = data.hubble_deep_field()[:128, :128]
+    content = [data.astronaut(), data.coffee()]
+    settings = TrainSettings(steps=5, batch=1, crop=64, style_side=64, checkpoint_every=5,
+                             stability=0.0)
+    lines: list = []
+    train_style(style, content, tmp_path / "p.ckpt", StyleNetConfig(width=8, blocks=1),
+                settings=settings, device="cpu", log=lines.append, report_every=2)
+    assert re.fullmatch(r"training on CPU \(\d+ threads\): steps 1-5 of 5, batch 1 x 64 px",
+                        lines[0]), lines
+    progress = [re.fullmatch(r"step (\d+)/5  (\d+\.\d{3}) s/step  ETA ((\d+m )?\d+s)  "
+                             r"content \S+  style \S+  tv \S+", line) for line in lines[1:-1]]
+    assert all(progress), lines
+    assert [int(m.group(1)) for m in progress] == [1, 2, 4, 5]
+    assert progress[-1].group(3) == "0s"
+    assert re.fullmatch(r"5 steps in (\d+m )?\d+s \(\d+\.\d{3} s/step\) on CPU \(\d+ threads\)",
+                        lines[-1]), lines
+    settings.steps = 7
+    lines.clear()
+    train_style(style, content, tmp_path / "p.ckpt", StyleNetConfig(width=8, blocks=1),
+                settings=settings, device="cpu", log=lines.append, report_every=2)
+    assert "training on CPU" in lines[1] and "steps 6-7 of 7" in lines[1]
+    assert [line.split()[1] for line in lines if line.startswith("step ")] == ["6/7", "7/7"]
+
+
 def test_gatys_lowers_the_cost_from_content_and_from_noise():
     content = data.astronaut()[::8, ::8]
     style = data.hubble_deep_field()[::8, ::8]
