@@ -154,12 +154,15 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
 
 
 def models_to_build(config: Config, names: List[str]) -> List[Manifest]:
-    """The manifests ``jetkiosk build`` covers: detector, encoder and every style (or ``names``)."""
+    """The manifests ``jetkiosk build`` covers: detector, encoder, the liveness models (unless
+    ``liveness.mode`` is off) and every style (or ``names``)."""
+    from jetkiosk.edge.faces.liveness import LIVENESS_MODELS
     from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
     from jetkiosk.edge.runtime.manifest import load_precision
 
     catalog = StyleCatalog([config.models_dir, BUNDLED])
-    wanted = names or [config.models.detector, config.models.encoder] + catalog.names
+    liveness = list(LIVENESS_MODELS) if config.liveness.mode != "off" else []
+    wanted = names or [config.models.detector, config.models.encoder, *liveness] + catalog.names
     manifests = []
     for name in wanted:
         path = catalog.paths[name] if name in catalog.paths else \
