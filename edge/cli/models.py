@@ -17,8 +17,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
                                  "their INT8 variants from the shipped calibrations")
     prep.add_argument("--force", action="store_true", help="rebuild even when up to date")
     common(prep)
-    listing = models_sub.add_parser("list", help="the detector, the encoder and the styles: "
-                                    "the precision each runs at, and why")
+    listing = models_sub.add_parser("list", help="the detector, the encoder, the liveness "
+                                    "models and the styles: the precision each runs at, and why")
     common(listing)
 
 
@@ -33,6 +33,7 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
 
 def _list(args: argparse.Namespace, config: Config) -> int:
     from ..faces.analyzer import model_manifest
+    from ..faces.liveness import LIVENESS_MODELS, TASK
     from ..kiosk.catalog import BUNDLED, StyleCatalog
     from ..runtime.backend import resolve
     from ..runtime.manifest import load_precision
@@ -40,6 +41,8 @@ def _list(args: argparse.Namespace, config: Config) -> int:
     backend = resolve(config.models.backend)
     chosen = [model_manifest(config, config.models.detector, "face-detector"),
               model_manifest(config, config.models.encoder, "face-encoder")]
+    if config.liveness.mode != "off":
+        chosen += [model_manifest(config, name, TASK) for name in LIVENESS_MODELS]
     catalog = StyleCatalog([config.models_dir, BUNDLED])
     chosen += [load_precision(catalog.paths[name], config.models.precision, backend)
                for name in catalog.names]
