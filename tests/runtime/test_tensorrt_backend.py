@@ -245,3 +245,41 @@ def test_liveness_engines_take_all_of_a_frames_faces_in_one_run(models_dir):
         manifest = load_manifest(models_dir / f"{name}.json")
         (shapes,) = profile_shapes(manifest, load_config()).values()
         assert [s[0] for s in shapes] == [1, 4, 16] and shapes[2][1:] == (3, 80, 80)
+
+
+def test_auto_under_tensorrt_builds_the_liveness_engines_at_int8_where_gated(
+        fake_trt, models_dir, tmp_path):
+    """minifasnet-v2 given a gated TensorRT-form record (stand-in ranges), minifasnet-v1se
+    none: v2's engine is int8, v1se's fp16; ``jetkiosk build`` covers both."""
+    import shutil
+
+    from jetkiosk.calibration.commands import models_to_build
+    from jetkiosk.calibration.quantize import QuantizeSpec, quantize, ranges_path
+    from jetkiosk.calibration.shipped_int8 import ShippedInt8, prepare_variants
+    from jetkiosk.edge.faces.liveness import LivenessCheck
+    from jetkiosk.edge.runtime.manifest import load_manifest
+
+    models, shipped = tmp_path / "models", tmp_path / "shipped"
+    shutil.copytree(models_dir, models)
+    shipped.mkdir()
+    for old in list(models.glob("minifasnet-*.int8*")):
+        old.unlink()
+    v2 = load_manifest(models / "minifasnet-v2.json")
+    crops = np.random.default_rng(0).uniform(0, 255, (4, 1, 3, 80, 80)).astype(np.float32)
+    quantize(v2.model_path, tmp_path / "q.onnx", [{v2.inputs[0].name: c} for c in crops],
+             QuantizeSpec("int8"), tmp_path / "q")
+    ShippedInt8("minifasnet-v2", "int8", v2.fingerprint, "minmax", [],
+                json.loads(ranges_path(tmp_path / "q").read_text()), {}, {"metrics": {}},
+                {"cpu": "a test CPU", "batch1": 1.0}).save(shipped / "minifasnet-v2.int8.json")
+    assert prepare_variants(v2, lambda _: None, folder=shipped)
+    config = trt_config(models, tmp_path, "models.precision=auto")
+    check = LivenessCheck.load(config)
+    v2_trt, v1se_trt = check.backends
+    assert v2_trt.precision == "int8" and v2_trt.manifest.file == "minifasnet-v2.int8.onnx"
+    assert v1se_trt.precision == "fp16" and v1se_trt.manifest.file == "minifasnet-v1se.onnx"
+    check.close()
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "engines").glob("*.json")]
+    assert sorted(s["key"]["precision"] for s in sidecars) == ["fp16", "int8"]
+    built = {m.name: m.file for m in models_to_build(config, [])}
+    assert built["minifasnet-v2"] == "minifasnet-v2.int8.onnx"
+    assert built["minifasnet-v1se"] == "minifasnet-v1se.onnx"
