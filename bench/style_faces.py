@@ -44,7 +44,9 @@ warnings.filterwarnings("ignore")
 WIDTH = 640  # kiosk.width's default
 # (mode, strength): the blend's variants measured; None: no blend.
 VARIANTS: List[Optional[Tuple[str, float]]] = [
-    None, ("luma", 0.5), ("luma", 0.75), ("luma", 1.0), ("alpha", 0.5), ("alpha", 0.75)]
+    None, ("luma", 0.5), ("luma", 0.75), ("luma", 0.9), ("luma", 1.0), ("alpha", 0.5),
+    ("alpha", 0.75)]
+RECOMMENDED = ("luma", 1.0)  # kiosk.face_keep 1 (the kiosk's blend is luma); --quick runs it
 
 
 @dataclass
@@ -235,25 +237,22 @@ def main() -> None:
     parser.add_argument("--lfw", type=int, default=100, help="lfw-calib people")
     args = parse(parser, "3 people probes, 4 lfw-calib people, every style, no blend and "
                  "the default blend")
-    from jetkiosk.edge.core.config import KioskConfig
     from jetkiosk.edge.faces.decisions import Matcher
     from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
     from jetkiosk.edge.kiosk.face_keep import MODES  # noqa: F401 (the module loads)
     from jetkiosk.edge.kiosk.stylizer import Stylizer
 
-    default = ("luma", KioskConfig().face_keep)
+    default = RECOMMENDED
     variants = VARIANTS
     if args.quick:
         args.lfw = 4
         variants = [None, default]
-    elif default not in variants:
-        variants = variants + [default]
     a = analyzer()
     rule = default_rule(a)
     catalog = StyleCatalog([BUNDLED])
     print(f"# styles and faces: people probes and {args.lfw} lfw-calib people, photos "
           f"stylized whole at width {WIDTH}, encoder {a.encoder_manifest.name}, {machine()}")
-    print(f"# default kiosk.face_keep {default[1]:.2f} ({default[0]}); figures: faces found "
+    print(f"# recommended kiosk.face_keep {default[1]:.2f} ({default[0]}); figures: faces found "
           "again, luma and contrast stylized/original, cosine to the original face, nearest "
           "and named right of the enrolled people in the probes")
     sets: Dict[str, Tuple[object, List[Photo]]] = {
