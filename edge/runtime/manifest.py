@@ -231,7 +231,8 @@ def load_precision(path: Path, precision: str, backend: str) -> Manifest:
         variant = variant_path(path, form)
         instead = "fp16" if backend == "tensorrt" else "fp32"
         if variant.is_file():
-            manifest = _chosen(load_manifest(variant), "int8: as configured")
+            manifest = _chosen(load_manifest(variant), "int8: as configured"
+                               + _without_dot_product(backend))
         else:
             manifest = _chosen(load_manifest(path), f"{instead}: {_missing(variant)}")
             log.warning("%s: models.precision is int8 but %s; running %s instead",
@@ -240,6 +241,19 @@ def load_precision(path: Path, precision: str, backend: str) -> Manifest:
         manifest = _chosen(load_manifest(path), f"{precision}: as configured")
     log.info("%s: %s", manifest.name, manifest.why)
     return manifest
+
+
+def _without_dot_product(backend: str) -> str:
+    """A warning for INT8 on ONNX Runtime on a CPU without an int8 dot product, where its
+    int8 kernels saturate intermediate sums (and run no faster): encodings drift from FP32
+    far more than the gate, run with one, measured."""
+    from .cpu_features import int8_dot_product
+
+    if backend == "tensorrt" or int8_dot_product():
+        return ""
+    log.warning("models.precision is int8 on a CPU without an int8 dot product (VNNI, AMX): "
+                "ONNX Runtime's int8 kernels here saturate and lose accuracy; use auto")
+    return "; this CPU has no int8 dot product: less accurate than the gate measured"
 
 
 def engine_precision(manifest: Manifest, configured: str) -> str:

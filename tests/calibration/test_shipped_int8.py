@@ -113,7 +113,12 @@ def test_a_bad_record_is_refused_by_name(models_dir: Path, tmp_path: Path):
 
 
 def _encode(model: Path, crops: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    """Unit encodings; QDQ models computed exactly as quantized (no fused int8 kernels: on a
+    CPU without an int8 dot product ONNX Runtime's saturate, and a VNNI or TensorRT one
+    computes what this does)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     out = session.run(None, {name: crops})[0].reshape(len(crops), -1)
     return out / np.linalg.norm(out, axis=1, keepdims=True)

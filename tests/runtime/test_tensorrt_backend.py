@@ -57,8 +57,10 @@ def test_auto_under_tensorrt_builds_int8_from_a_gated_variant_else_fp16(fake_trt
     assert analyzer.encoder_manifest.file == "face-reid-0095.int8.onnx"
     assert analyzer.detector.backend.precision == "fp16"
     assert "there is no int8 variant" in analyzer.detector.backend.manifest.why
+    # the liveness models have no gated calibration either
+    assert [b.precision for b in analyzer.liveness.backends] == ["fp16", "fp16"]
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "engines").glob("*.json")]
-    assert sorted(s["key"]["precision"] for s in sidecars) == ["fp16", "int8"]
+    assert sorted(s["key"]["precision"] for s in sidecars) == ["fp16", "fp16", "fp16", "int8"]
 
 
 def test_auto_picks_tensorrt_when_it_imports_and_onnxruntime_otherwise(fake_trt, monkeypatch):
@@ -81,22 +83,27 @@ def test_face_path_on_tensorrt_matches_onnx_runtime(fake_trt, models_dir, tmp_pa
         if want.encoding is not None:
             np.testing.assert_allclose(got.encoding, want.encoding, atol=1e-5)
     assert analyzer.encoder.backend.describe().startswith("tensorrt")
-    # one build per model, with the flags this TensorRT version needs
-    assert len(trt.BUILDS) == 2
+    # one build per model (detector, encoder, two liveness models), with the flags this
+    # TensorRT version needs
+    assert len(trt.BUILDS) == 4
     major = int(trt.__version__.split(".")[0])
     assert all(b["flags"] == (0 if major >= 10 else 1) for b in trt.BUILDS)
     profiles = sorted(b["profiles"]["input"] for b in trt.BUILDS)
     assert profiles == [[[1, 3, 32, 32], [1, 3, 384, 640], [1, 3, 640, 640]],  # detector
+                        [[1, 3, 80, 80], [4, 3, 80, 80], [16, 3, 80, 80]],  # liveness
+                        [[1, 3, 80, 80], [4, 3, 80, 80], [16, 3, 80, 80]],
                         [[1, 3, 128, 128], [4, 3, 128, 128], [16, 3, 128, 128]]]  # encoder
     # the second start uses the cached engines
     FaceAnalyzer(trt_config(models_dir, tmp_path)).analyze(photo)
-    assert len(trt.BUILDS) == 2
+    assert len(trt.BUILDS) == 4
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "engines").glob("*.json")]
-    assert {s["key"]["model"] for s in sidecars} == {"retinaface-mnet025", "face-reid-0095"}
+    assert {s["key"]["model"] for s in sidecars} == {"retinaface-mnet025", "face-reid-0095",
+                                                     "minifasnet-v2", "minifasnet-v1se"}
     assert all(s["key"]["trt_version"] == trt.__version__ and
                s["key"]["device"] == "Fake Orin sm87" for s in sidecars)
     # orderly teardown: every buffer freed, no context left pushed
-    for backend in (analyzer.encoder.backend, analyzer.detector.backend):
+    for backend in (analyzer.encoder.backend, analyzer.detector.backend,
+                    *analyzer.liveness.backends):
         backend.close()
     assert cuda.current_context() is None
 
