@@ -260,7 +260,7 @@ class KioskConfig:
                              low=0, high=1)
     flicker_motion: float = setting(12.0, "input change (0..255) above which a pixel is not "
                                     "smoothed", low=0, high=255)
-    face_keep: float = setting(0.0, "kiosk.faces: how much of each tracked face's luminance is "
+    face_keep: float = setting(1.0, "kiosk.faces: how much of each tracked face's luminance is "
                                "blended back into the stylized frame under a feathered "
                                "ellipse (the colours stay the style's), so faces stay "
                                "recognisable (0: off; 1 keeps the nearest person right for "

@@ -184,6 +184,14 @@ class FaceBoard(Sink):
                            * (item[1][3] - item[1][1]))
             return self._decisions[track][0]
 
+    def boxes(self) -> Tuple[List[Tuple[Tuple[float, float, float, float], str]],
+                             Tuple[int, int]]:
+        """Each live track's box and decision ('' before one), and the size of the frames
+        the boxes are in."""
+        with self._lock:
+            return ([(box, self._decisions.get(track, ("", ""))[1])
+                     for track, box in sorted(self._boxes.items())], self.size)
+
     def labels(self) -> Tuple[List[Label], Tuple[int, int]]:
         """The tracks to show and the size of the frames their boxes are in."""
         with self._lock:

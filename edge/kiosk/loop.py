@@ -204,9 +204,9 @@ class Kiosk:
         strength = self.config.face_keep
         if self.faces is None or strength <= 0.0:
             return styled
-        labels, size = self.faces.board.labels()
-        boxes = [label.box for label in labels
-                 if not self.faces.blur or label.decision == "match"]
+        tracked, size = self.faces.board.boxes()
+        boxes = [box for box, decision in tracked
+                 if not self.faces.blur or decision == "match"]
         if not boxes:
             return styled
         return keep_faces(styled.copy(), frame, boxes, size, strength)

@@ -127,6 +127,9 @@ class FakeBoard:
     def labels(self):
         return self._labels, (1280, 720)
 
+    def boxes(self):
+        return [(label.box, label.decision) for label in self._labels], (1280, 720)
+
 
 class FakeFaces:
     """The parts of the face path the kiosk's display loop uses."""
