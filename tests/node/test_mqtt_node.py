@@ -69,7 +69,7 @@ def send(broker: Mosquitto, topic: str, payload: bytes, properties=None, protoco
 
 def test_every_schema_is_valid_draft_7():
     files = sorted(SCHEMAS.glob("*.schema.json"))
-    assert len(files) == 8
+    assert len(files) == 9
     for path in files:
         jsonschema.Draft7Validator.check_schema(json.loads(path.read_text()))
 
