@@ -32,8 +32,8 @@ NOSE_MARGIN = 0.05
 def yaw(landmarks: Any) -> float:
     """How far the head is turned: the nose's horizontal offset from between the eyes over
     the eye distance (0 straight ahead; positive: the nose towards the image's right).
-    ``landmarks`` is 5x2 (a Detection is taken too, for its ``landmarks``)."""
-    marks = np.asarray(getattr(landmarks, "landmarks", landmarks), np.float64)
+    ``landmarks`` is 5x2."""
+    marks = np.asarray(landmarks, np.float64)
     (lx, ly), (rx, ry), (nx, _ny) = marks[:3]
     eyes = math.hypot(rx - lx, ry - ly)
     return float((nx - (lx + rx) / 2) / max(eyes, 1e-6))

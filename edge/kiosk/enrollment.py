@@ -197,7 +197,8 @@ class WalkUpEnrollment:
             session = self._session
             if session is None or session.state != CAPTURE:
                 return
-            slot = self._slot(session, yaw(face.detection.landmarks))
+            turned = yaw(face.detection.landmarks)
+            slot = self._slot(session, turned)
             if slot is None:
                 return
             session.shots[slot] = encoding
@@ -205,7 +206,7 @@ class WalkUpEnrollment:
             if done:  # from here on a cancel or the timeout no longer applies
                 session.state = SAVING
             log.info("enrollment of %r: shot %d of %d (yaw %.2f)", session.name,
-                     len(session.shots), len(session.targets), yaw(face.detection.landmarks))
+                     len(session.shots), len(session.targets), turned)
         if done:
             self._finish(session)
         else:

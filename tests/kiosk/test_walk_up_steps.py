@@ -97,9 +97,9 @@ class Kiosk:
 
 
 def test_yaw_follows_the_nose_and_poses_alternate_growing_to_the_widest_turn():
-    assert yaw(face(0).detection) == pytest.approx(0, abs=1e-6)
-    assert yaw(face(0.2).detection) == pytest.approx(0.2, abs=1e-4)
-    assert yaw(face(-0.3).detection) == pytest.approx(-0.3, abs=1e-4)
+    assert yaw(face(0).detection.landmarks) == pytest.approx(0, abs=1e-6)
+    assert yaw(face(0.2).detection.landmarks) == pytest.approx(0.2, abs=1e-4)
+    assert yaw(face(-0.3).detection.landmarks) == pytest.approx(-0.3, abs=1e-4)
     assert poses(5, 0.3) == pytest.approx([0, -0.15, 0.15, -0.3, 0.3])
     assert poses(3, 0.3) == pytest.approx([0, -0.3, 0.3])
     assert poses(1, 0.3) == [0.0]
