@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from jetkiosk.edge.core.config import Config, load_config
+from jetkiosk.edge.kiosk.catalog import BUNDLED
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+# The styles that ship, by name: what a kiosk without styles of its own lists.
+BUNDLED_STYLES = sorted(p.name[len("style-"):-len(".json")] for p in BUNDLED.glob("style-*.json"))
 
 
 @pytest.fixture(scope="session")

@@ -260,6 +260,9 @@ class KioskConfig:
                              low=0, high=1)
     flicker_motion: float = setting(12.0, "input change (0..255) above which a pixel is not "
                                     "smoothed", low=0, high=255)
+    canvas: float = setting(2.0, "grey levels of a fixed paper grain added to the network's "
+                            "input, so smooth walls are painted as texture, not as streaks "
+                            "along the gradient (0: off)", low=0, high=32)
     face_keep: float = setting(1.0, "kiosk.faces: how much of each tracked face's luminance is "
                                "blended back into the stylized frame under a feathered "
                                "ellipse (the colours stay the style's), so faces stay "

@@ -49,7 +49,8 @@ class KioskService:
             flicker = FlickerFilter(k.flicker, k.flicker_motion) if k.flicker > 0 else None
         except ValueError as exc:
             raise ConfigError(f"kiosk.flicker: {exc}") from None
-        stylizer = Stylizer(self.catalog, k.style, k.width, k.blend, k.keep_colors, flicker)
+        stylizer = Stylizer(self.catalog, k.style, k.width, k.blend, k.keep_colors, flicker,
+                            k.canvas)
         rotation = rotation_list(k.rotation, self.catalog.names)
         self.faces: Optional[FacePath] = None
         if k.faces:
