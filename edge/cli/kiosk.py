@@ -41,8 +41,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
     still = sub.add_parser("stylize-image", help="stylize one image: Gatys optimisation "
                            "(slow, best) or a style network")
     still.add_argument("content", type=Path)
-    still.add_argument("--style", required=True, help="gatys: a style image or a bundled "
-                       "style image name (starry_night, mosaic, hubble); network: a style name")
+    still.add_argument("--style", required=True, help="gatys: a style image or a named style "
+                       "image (starry_night, mosaic, pointillism, seigaiha, halftone, sketch, "
+                       "watercolor, marble); network: a style name")
     still.add_argument("--method", choices=("gatys", "network"), default="gatys")
     still.add_argument("--out", type=Path, help="output image (default: CONTENT-STYLE.png)")
     still.add_argument("--steps", type=int, default=300, help="gatys: optimisation steps")
@@ -127,18 +128,11 @@ def _gatys(args: argparse.Namespace, content_bgr: Any, config: Config) -> Any:
     import cv2
 
     try:
+        from jetkiosk.export.style.artworks import style_image
         from jetkiosk.export.style.gatys import stylize_image
-        from jetkiosk.export.style.images import builtin_styles, read_rgb
     except ImportError as exc:
         raise missing_extra("stylize-image --method gatys", "export", exc) from None
-    styles = builtin_styles()
-    if args.style in styles:
-        style = styles[args.style][0]
-    elif Path(args.style).is_file():
-        style = read_rgb(Path(args.style), config.images)
-    else:
-        raise ImageError(f"--style {args.style}: no such image, and not one of "
-                         f"{', '.join(sorted(styles))}")
+    style = style_image(args.style, config.images).rgb
     if args.steps < 1:
         raise JetkioskError("--steps must be at least 1")
 

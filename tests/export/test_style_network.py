@@ -12,14 +12,16 @@ import pytest
 import torch
 from skimage import data
 
+from conftest import BUNDLED_STYLES
 from jetkiosk.edge.core.errors import ModelError
 from jetkiosk.edge.kiosk.catalog import BUNDLED
 from jetkiosk.edge.runtime.manifest import load_manifest, sha256_file
+from jetkiosk.export.style.artworks import GENERATORS, style_image
 from jetkiosk.export.style.gatys import stylize_image
 from jetkiosk.export.style.loss import StyleCost, StyleWeights, content_cost, gram, style_layer_cost
 from jetkiosk.export.style.loss_network import conv_names, load_loss_network, torchvision_indices
 from jetkiosk.export.style.network import StyleNet, StyleNetConfig
-from jetkiosk.export.style.train import TrainSettings, export_style, train_style
+from jetkiosk.export.style.train import TrainSettings, export_style, train_style, warm_start
 
 
 def test_gram_and_costs_follow_the_formulas():
@@ -96,13 +98,19 @@ def test_onnx_export_matches_pytorch_at_several_sizes(tmp_path):
         assert np.abs(got - expected).max() < 1e-4
 
 
-@pytest.mark.parametrize("name", ["starry_night", "mosaic", "hubble"])
+def test_eight_styles_ship():
+    assert len(BUNDLED_STYLES) >= 8 and "hubble" not in BUNDLED_STYLES  # it blacked faces out
+
+
+@pytest.mark.parametrize("name", BUNDLED_STYLES)
 def test_shipped_styles_are_small_dynamic_and_documented(name):
     manifest = load_manifest(BUNDLED / f"style-{name}.json")
     manifest.verify()
     assert manifest.model_path.stat().st_size <= 2 * 1024 * 1024
     assert manifest.source["trained_by"].startswith("jetkiosk")
-    assert manifest.source["style_image"] and manifest.license
+    # The style image's source and an open licence, and it is the named image we can redraw.
+    assert manifest.license in ("CC0-1.0", "public-domain")
+    assert manifest.source["style_image"] == style_image(name).origin
     model = onnx.load(str(manifest.model_path))
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
@@ -200,3 +208,39 @@ def test_manifest_names_its_source_json_round_trip(tmp_path):
     manifest = export_style(net, tmp_path, "tiny", {"license": "CC0-1.0", "style_image": "x"})
     data_ = json.loads(manifest.path.read_text())
     assert data_["preprocess"]["multiple_of"] == 4 and data_["license"] == "CC0-1.0"
+
+
+def test_warm_start_loads_a_shipped_style_and_refuses_another_shape(tmp_path):
+    model = StyleNet()
+    warm_start(model, BUNDLED / "style-mosaic.onnx")
+    photo = data.astronaut()[:128, :192].astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+    session = ort.InferenceSession(str(BUNDLED / "style-mosaic.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ours = model.eval()(torch.from_numpy(photo)).numpy()
+    assert np.abs(ours - session.run(None, {"image": photo})[0]).max() < 1e-4
+    with pytest.raises(ModelError, match="not a style network of width 16 with 2 blocks"):
+        warm_start(StyleNet(StyleNetConfig(width=16, blocks=2)), BUNDLED / "style-mosaic.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="broken.onnx: not a readable ONNX model"):
+        warm_start(StyleNet(), broken)
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_artworks_are_drawn_the_same_every_time(name):
+    first, again = GENERATORS[name](), GENERATORS[name]()
+    assert first.shape == (512, 512, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, again)
+    assert first.std() > 25  # a pattern, not a flat colour
+
+
+def test_the_progress_names_the_device_it_trains_on(monkeypatch):
+    """No GPU here: torch.cuda's two calls stand in for an H200's."""
+    from jetkiosk.export.style.train import device_name
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"NVIDIA H200 #{index}")
+    assert device_name(torch.device("cuda")) == "CUDA device 0 (NVIDIA H200 #0)"
+    assert device_name(torch.device("cuda", 1)) == "CUDA device 1 (NVIDIA H200 #1)"
+    assert device_name(torch.device("cpu")) == f"CPU ({torch.get_num_threads()} threads)"
