@@ -7,9 +7,10 @@ people enrolled, the largest face of their second photo probed; the 250x250 phot
 upscaled to 640, so its face is about 280 px wide where the network runs); and lfw-720p, the
 same probes at their own size in a 1280x720 frame (the face about 55 px wide at 640, as a
 720p kiosk camera sees someone a step or two away). Each photo is stylized
-whole as the kiosk does (resized to kiosk.width 640, the style network, no colour keeping,
-no blend), the blend applied with the detector's boxes on the original photo (the kiosk uses
-its tracker's), and shown back at the photo's size. Per style and set:
+whole as the kiosk does (resized to kiosk.width 640, kiosk.canvas's grain, the style
+network, no colour keeping, no blend), the blend applied with the detector's boxes on the
+original photo (the kiosk uses its tracker's), and shown back at the photo's size. Per style
+and set:
 
 * faces found: the original's faces the detector finds again in the stylized photo (IoU >=
   0.4);
@@ -23,7 +24,7 @@ its tracker's), and shown back at the photo's size. Per style and set:
 
 Then what the blend costs per frame on a 640x360 stylized frame from a 1280x720 camera.
 
-Usage: python bench/style_faces.py [--lfw 100] [--quick]
+Usage: python bench/style_faces.py [--lfw 100] [--default-blend-only] [--quick]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ WIDTH = 640  # kiosk.width's default
 VARIANTS: List[Optional[Tuple[str, float]]] = [
     None, ("luma", 0.5), ("luma", 0.75), ("luma", 0.9), ("luma", 1.0), ("alpha", 0.5),
     ("alpha", 0.75)]
+QUICK_STYLES = ["mosaic", "starry_night"]
 RECOMMENDED = ("luma", 1.0)  # kiosk.face_keep 1 (the kiosk's blend is luma); --quick runs it
 
 
@@ -235,21 +237,25 @@ def blend_cost(catalog, variants: List[Tuple[str, float]], repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", type=int, default=100, help="lfw-calib people")
-    args = parse(parser, "3 people probes, 4 lfw-calib people, every style, no blend and "
-                 "the default blend")
+    parser.add_argument("--default-blend-only", action="store_true",
+                        help="per style only no blend and kiosk.face_keep's default")
+    args = parse(parser, "3 people probes, 4 lfw-calib people, mosaic and starry_night, no "
+                 "blend and the default blend")
+    from jetkiosk.edge.core.config import KioskConfig
     from jetkiosk.edge.faces.decisions import Matcher
     from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
     from jetkiosk.edge.kiosk.face_keep import MODES  # noqa: F401 (the module loads)
     from jetkiosk.edge.kiosk.stylizer import Stylizer
 
     default = RECOMMENDED
-    variants = VARIANTS
+    variants = [None, default] if args.default_blend_only else VARIANTS
     if args.quick:
         args.lfw = 4
         variants = [None, default]
     a = analyzer()
     rule = default_rule(a)
     catalog = StyleCatalog([BUNDLED])
+    styles = QUICK_STYLES if args.quick else catalog.names
     print(f"# styles and faces: people probes and {args.lfw} lfw-calib people, photos "
           f"stylized whole at width {WIDTH}, encoder {a.encoder_manifest.name}, {machine()}")
     print(f"# recommended kiosk.face_keep {default[1]:.2f} ({default[0]}); figures: faces found "
@@ -270,8 +276,8 @@ def main() -> None:
                             (p.image.shape[1], p.image.shape[0]),
                             interpolation=cv2.INTER_LINEAR) for p in photos]
         print(line(f"{set_name} no style (width {WIDTH})", measure(a, matcher, photos, plain)))
-        for style in catalog.names:
-            stylizer = Stylizer(catalog, style, WIDTH)
+        for style in styles:
+            stylizer = Stylizer(catalog, style, WIDTH, canvas=KioskConfig().canvas)
             for variant in variants:
                 shown = [stylized(stylizer, p, variant) for p in photos]
                 print(line(f"{set_name} {style} {variant_label(variant)}",

@@ -66,7 +66,8 @@ class Chromium:
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--remote-debugging-port=0", f"--user-data-dir={profile}",
              "--window-size=640,360", url],
-            stderr=subprocess.PIPE, text=True)
+            # Its singleton socket goes in $TMPDIR, and a socket path over 107 bytes kills it.
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": "/tmp"})
         port = self._devtools_port()
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json",
                                                     timeout=10).read())

@@ -267,7 +267,7 @@ class KioskConfig:
                                "blended back into the stylized frame under a feathered "
                                "ellipse (the colours stay the style's), so faces stay "
                                "recognisable (0: off; 1 keeps the nearest person right for "
-                               "99-100% of faces in every style, bench/style_faces.py)",
+                               "90-100% of faces in every style, bench/style_faces.py)",
                                low=0, high=1)
     fps_overlay: bool = setting(False, "draw the frame rate on the output")
     fullscreen: bool = setting(True, "display:// windows")

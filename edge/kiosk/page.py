@@ -183,7 +183,13 @@ const status = document.getElementById('status');
 let closeAt = 0, timer = null;
 function say(text) { status.textContent = text; }
 function keepOpen() { closeAt = Date.now() + 30000; }
-function open() { picker.classList.add('open'); keepOpen(); refresh(); state(); }
+function open() {
+  picker.classList.add('open'); keepOpen(); refresh();
+  state().then(() => {  // the row scrolls sideways: start it at the style shown
+    const current = document.querySelector('button.current');
+    if (current) current.scrollIntoView({inline: 'center', block: 'nearest'});
+  });
+}
 function close() { picker.classList.remove('open'); }
 stream.addEventListener('click', () => picker.classList.contains('open') ? close() : open());
 picker.addEventListener('pointerdown', keepOpen);

@@ -67,6 +67,31 @@ def tap(browser: Chromium, selector: str) -> None:
         browser.call("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
 
 
+def swipe_to(browser: Chromium, selector: str) -> None:
+    """Drag the picker's row sideways with a finger (touch events) until the element is
+    wholly on screen."""
+    def overhang() -> float:
+        return browser.evaluate(f"""(() => {{
+            const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();
+            return r.right > innerWidth ? r.right - innerWidth : Math.min(0, r.left); }})()""")
+    x, y = browser.evaluate("""(() => { const r = document.getElementById('row')
+        .getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()""")
+    for _ in range(4):
+        distance = overhang()
+        if distance == 0:
+            return
+        step = -max(-300.0, min(300.0, distance + (24 if distance > 0 else -24))) / 10
+        browser.call("Input.dispatchTouchEvent", {"type": "touchStart",
+                                                  "touchPoints": [{"x": x, "y": y}]})
+        for i in range(1, 11):
+            browser.call("Input.dispatchTouchEvent", {"type": "touchMove",
+                                                      "touchPoints": [{"x": x + step * i, "y": y}]})
+            time.sleep(0.02)
+        browser.call("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        time.sleep(0.3)
+    assert overhang() == 0, f"{selector} stays off screen"
+
+
 def open_page(kiosk: Running, tmp_path) -> Chromium:
     browser = Chromium(kiosk.base + "/", tmp_path / "profile")
     browser.call("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})

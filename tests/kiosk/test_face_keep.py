@@ -168,9 +168,9 @@ def catalog():
 
 
 def shown_by(catalog, faces: Optional[FakeFaces], face_keep: float = 0.75) -> np.ndarray:
-    """The final frame a kiosk (hubble, processing width 640) shows for FRAME."""
-    kiosk = Kiosk(KioskConfig(face_keep=face_keep, flicker=0.0), Stylizer(catalog, "hubble", 640),
-                  [], ["hubble"], faces)  # type: ignore[arg-type]
+    """The final frame a kiosk (halftone, processing width 640) shows for FRAME."""
+    kiosk = Kiosk(KioskConfig(face_keep=face_keep, flicker=0.0), Stylizer(catalog, "halftone", 640),
+                  [], ["halftone"], faces)  # type: ignore[arg-type]
     assert kiosk.run(Frames([FRAME])) == 1 and kiosk.final is not None
     return kiosk.final
 
@@ -209,4 +209,4 @@ def test_with_blur_unknown_only_recognised_faces_are_blended(catalog):
 
 def test_face_keep_outside_0_to_1_is_a_config_error(catalog):
     with pytest.raises(ConfigError, match="kiosk.face_keep"):
-        Kiosk(KioskConfig(face_keep=1.5), Stylizer(catalog, "hubble", 640), [], ["hubble"])
+        Kiosk(KioskConfig(face_keep=1.5), Stylizer(catalog, "halftone", 640), [], ["halftone"])

