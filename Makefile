@@ -8,15 +8,18 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d
 $(STAMP): pyproject.toml Makefile
 	# The MQTT tests start their own Mosquitto and make certificates with openssl; the
 	# kiosk tests need a real X server (Xvfb) and a real browser (Debian's Chromium); the
-	# service tests need systemd's tools and a real RTSP server (gst-rtsp-server).
+	# service tests need systemd's tools and a real RTSP server (gst-rtsp-server); the style
+	# tests and benches need Starry Night (opencv-doc's sample images).
 	(command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto) && \
 		command -v Xvfb >/dev/null && command -v chromium >/dev/null && \
 		command -v systemd-analyze >/dev/null && \
+		test -e /usr/share/doc/opencv-doc/examples/data/starry_night.jpg && \
 		test -e /usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib -o \
 			-e /usr/lib/aarch64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 			mosquitto mosquitto-clients openssl xvfb chromium systemd python3-gi \
-			gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
+			gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+			opencv-doc)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch (the machine's pip config finds it on disk; a bare `torch`
