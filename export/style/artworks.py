@@ -9,7 +9,7 @@ machine. Each generator returns a ``size`` x ``size`` x 3 uint8 RGB image.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -27,7 +27,7 @@ class StyleImage(NamedTuple):
     license: str
 
 
-def _voronoi(size: int, points: np.ndarray) -> tuple:
+def _voronoi(size: int, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Each pixel's nearest point and its distance to the cell's edge."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     d = (xx[..., None] - points[:, 0]) ** 2 + (yy[..., None] - points[:, 1]) ** 2
@@ -162,7 +162,7 @@ GENERATORS: Dict[str, Callable[[], np.ndarray]] = {
 STARRY_NIGHT = OPENCV_SAMPLES / "starry_night.jpg"
 
 
-def builtin_style_names() -> list:
+def builtin_style_names() -> List[str]:
     """The named style images this machine has (Starry Night needs Debian's opencv-doc)."""
     return sorted([*GENERATORS, *(["starry_night"] if STARRY_NIGHT.is_file() else [])])
 
