@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,8 @@ import numpy as np
 
 from common import ROOT, machine, parse
 
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' free port and headless Chromium
+from mosquitto import free_port
 from screens import Chromium
 
 STYLE = "starry_night"
@@ -52,12 +52,6 @@ PHOTO_BAND = 470 / 720  # the clip's tallest photo, as a fraction of its height 
 MARGIN = 10  # px between the photos' band and the wall measured (the network's reach)
 NEAR = 2  # px: an outline pixel this close to a white letter pixel is under the text
 REACH = 8  # px: a drifted copy sits this close to the letters (the copy seen was 1-4 px off)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 10) -> Optional[bytes]:
